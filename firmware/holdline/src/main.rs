@@ -1,0 +1,2 @@
+//! `holdline`: the appliance daemon and its console client.
+fn main() {}

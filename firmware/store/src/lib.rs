@@ -1,0 +1,1 @@
+//! SQLite store: bindings, subscriptions, MWI, event log, quarantine.

@@ -1,0 +1,1 @@
+//! Uplink state machine, BLF/MWI take-over bodies and paced resync; sans-IO.
