@@ -4,7 +4,9 @@
 //! point takes the current time ([`Millis`]) and, where jitter is needed, an
 //! [`Rng`] the driver seeded.
 
+pub mod registrar;
 pub mod rng;
+pub mod route;
 pub mod time;
 pub mod uplink;
 
