@@ -60,6 +60,7 @@
 //! ```
 
 pub mod error;
+pub mod framing;
 pub mod message;
 pub mod method;
 pub mod name;
