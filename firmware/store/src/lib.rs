@@ -1,1 +1,796 @@
 //! SQLite store: bindings, subscriptions, MWI, event log, quarantine.
+//!
+//! A synchronous API over rusqlite (bundled SQLite, WAL) plus one writer thread that
+//! groups commits. No tokio runtime is needed: [`Store::commit`] hands back a
+//! `tokio::sync::oneshot::Receiver` the daemon can `.await`; it resolves `Ok(())` only once
+//! the commit is durable on disk (WAL fsynced, `synchronous = FULL`), so a REGISTER's
+//! 200 OK can wait for it.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), holdline_store::StoreError> {
+//! use holdline_store::{Store, StoreOptions, Write};
+//! let (store, report) = Store::open("holdline.db".as_ref(), StoreOptions::default())?;
+//! if let Some(p) = &report.set_aside { eprintln!("damaged store moved to {}", p.display()); }
+//! let loaded = store.load_bindings()?;          // good rows; bad ones quarantined
+//! store.commit_blocking(vec![Write::RemoveAor { aor: "sip:100@cloud.test".into() }])?;
+//! let report = store.purge_expired(1_900_000_000, 500)?;
+//! # let _ = (loaded, report); Ok(()) }
+//! ```
+//!
+//! Guarantees:
+//! - **Durability**: `Ok` from a commit means the writes survive a process kill *and* a
+//!   power cut. Writes not yet acknowledged may be lost, all or nothing per group.
+//! - **No record can take the store down**: every row is read column by column as a raw
+//!   value, validated and checksummed ([`record`] docs); a bad row is moved to the
+//!   `quarantine` table with its reason, counted, logged once (`tracing::warn!`), and the
+//!   good rows around it keep working. Loads, checks and the purge never panic and never
+//!   stop on a bad row.
+//! - **A damaged file cannot stop the appliance**: at open, `PRAGMA quick_check` runs; a
+//!   file that fails it, or is not a database, is renamed aside with a UTC timestamp (never
+//!   deleted) and a fresh store is created; [`OpenReport`] says so and an event is logged.
+//! - **Schema**: versioned, ordered migrations, A/B-rollback rule in [`schema`].
+
+mod db;
+mod error;
+mod model;
+pub mod record;
+pub mod schema;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+pub use error::StoreError;
+pub use model::{
+    Binding, CheckReport, Event, Loaded, Mwi, OpenReport, Provenance, PurgeReport,
+    QuarantineReason, QuarantinedRecord, StoreStats, StoredEvent, Subscription, Transport, Write,
+};
+pub use record::MAX_UNIX_TIME;
+
+use db::{BadRow, Scan};
+use record::{fingerprint, Record};
+use writer::{Job, PurgeTable, Reply, Shared};
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: the WAL is fsynced at every (group) commit. An acknowledged
+    /// commit survives a power cut. The default, and the only mode the appliance uses.
+    Full,
+    /// `synchronous = NORMAL`: survives a process crash, but a power cut may lose the last
+    /// acknowledged commits. For benchmarks and comparison only.
+    Normal,
+}
+
+/// Tunables; [`Default`] is what the appliance uses.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Most commits grouped in one transaction.
+    pub max_group: usize,
+    /// Rows per purge batch (one short write transaction each).
+    pub purge_batch: usize,
+    /// Interval of the background purger ([`Store::spawn_purger`]); 10 minutes by default.
+    pub purge_interval: Duration,
+    /// Rows read per chunk by loads and checks.
+    pub load_chunk: usize,
+    /// Event-log rows kept (oldest trimmed by the purge).
+    pub max_events: usize,
+    /// Quarantine rows kept (oldest trimmed by the purge).
+    pub max_quarantine: usize,
+    /// How long the reader waits for a lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Full,
+            max_group: 1024,
+            purge_batch: 500,
+            purge_interval: Duration::from_secs(600),
+            load_chunk: 2000,
+            max_events: 10_000,
+            max_quarantine: 10_000,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Handle to the store. Cheap to clone; `Send + Sync`. The writer thread stops when the
+/// last handle is dropped (after finishing queued jobs).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    opts: StoreOptions,
+    schema_version: (u32, u32),
+    set_aside: Option<PathBuf>,
+    reader: Mutex<Connection>,
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `YYYYMMDDTHHMMSSZ` in UTC, without a date library.
+pub fn utc_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+enum OpenFail {
+    /// The file is damaged or not ours: set it aside.
+    Damaged(String),
+    /// Anything else: report, touch nothing.
+    Fatal(StoreError),
+}
+
+fn classify(e: rusqlite::Error) -> OpenFail {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            OpenFail::Damaged(e.to_string())
+        }
+        _ => OpenFail::Fatal(StoreError::Sqlite(e)),
+    }
+}
+
+fn configure(conn: &Connection, opts: &StoreOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(opts.busy_timeout)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "store: WAL journal mode not available");
+    }
+    let sync = match opts.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "cell_size_check", "ON")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// `PRAGMA quick_check(20)`, lossy, never failing on odd text.
+fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(20)")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(match r.get_ref(0)? {
+            rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            other => format!("{other:?}"),
+        });
+    }
+    Ok(out)
+}
+
+struct Opened {
+    conn: Connection,
+    found: Option<(u32, u32)>,
+    applied: usize,
+}
+
+fn try_open(path: &Path, opts: &StoreOptions) -> Result<Opened, OpenFail> {
+    let mut conn = Connection::open(path).map_err(classify)?;
+    configure(&conn, opts).map_err(classify)?;
+    let qc = quick_check(&conn).map_err(classify)?;
+    if qc.len() != 1 || qc[0] != "ok" {
+        return Err(OpenFail::Damaged(format!("quick_check: {}", qc.join("; "))));
+    }
+    match schema::prepare(&mut conn).map_err(classify)? {
+        schema::Prepared::Ready { found, applied } => Ok(Opened {
+            conn,
+            found,
+            applied,
+        }),
+        schema::Prepared::Foreign(why) => Err(OpenFail::Damaged(why)),
+        schema::Prepared::TooNew((found_major, found_minor)) => {
+            Err(OpenFail::Fatal(StoreError::SchemaTooNew {
+                path: path.to_owned(),
+                found_major,
+                found_minor,
+                supported_major: schema::SCHEMA_MAJOR,
+            }))
+        }
+    }
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Rename a damaged store (and its `-wal`/`-shm`/`-journal`) aside; never delete.
+fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let stamp = utc_stamp(SystemTime::now());
+    let mut dest = with_suffix(path, &format!(".corrupt-{stamp}"));
+    let mut n = 1;
+    while dest.exists() {
+        dest = with_suffix(path, &format!(".corrupt-{stamp}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(path, &dest).map_err(|source| StoreError::Io {
+        action: "renaming damaged store",
+        path: path.to_owned(),
+        source,
+    })?;
+    for side in ["-wal", "-shm", "-journal"] {
+        let from = with_suffix(path, side);
+        if from.exists() {
+            let to = with_suffix(&dest, side);
+            std::fs::rename(&from, &to).map_err(|source| StoreError::Io {
+                action: "renaming damaged store",
+                path: from.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(dest)
+}
+
+impl Store {
+    /// Open (or create) the store at `path`.
+    ///
+    /// Runs `PRAGMA quick_check`; a file that fails it, is not an SQLite database, or is a
+    /// database that is not a holdline store is renamed to `PATH.corrupt-YYYYMMDDTHHMMSSZ`
+    /// (with its `-wal`/`-shm`) and a fresh store is created; an event `store.set_aside` is
+    /// logged in it. A store of a newer schema major is refused ([`StoreError::SchemaTooNew`])
+    /// and left untouched. Other errors (permissions, missing directory) are returned.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<(Store, OpenReport), StoreError> {
+        let start = Instant::now();
+        let existed = path.exists();
+        let mut aside = None;
+        let mut aside_reason = None;
+        let opened = match try_open(path, &opts) {
+            Ok(o) => o,
+            Err(OpenFail::Fatal(e)) => return Err(e),
+            Err(OpenFail::Damaged(why)) => {
+                let dest = set_aside(path)?;
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %dest.display(),
+                    reason = %why,
+                    "store damaged; set aside, starting with a fresh store"
+                );
+                aside = Some(dest);
+                aside_reason = Some(why);
+                match try_open(path, &opts) {
+                    Ok(o) => o,
+                    Err(OpenFail::Fatal(e)) => return Err(e),
+                    Err(OpenFail::Damaged(why)) => {
+                        return Err(StoreError::Invalid(format!(
+                            "fresh store at {} is damaged right after creation: {why}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+        };
+        let Opened {
+            conn,
+            found,
+            applied,
+        } = opened;
+        if let (Some(dest), Some(why)) = (&aside, &aside_reason) {
+            let ev = Event {
+                at: unix_now().max(1),
+                kind: "store.set_aside".into(),
+                detail: format!("damaged store moved to {}: {why}", dest.display()),
+            };
+            db::apply(&conn, &Write::Event(ev))?;
+        }
+        let quarantined_total = db::quarantine_count(&conn)?;
+        let uv: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let schema_version = schema::unpack(uv);
+
+        let reader = Connection::open(path)?;
+        configure(&reader, &opts)?;
+        reader.pragma_update(None, "query_only", "ON")?;
+
+        let shared = Arc::new(Shared::new(quarantined_total));
+        let (tx, rx) = mpsc::channel();
+        let wshared = Arc::clone(&shared);
+        let max_group = opts.max_group;
+        let thread = std::thread::Builder::new()
+            .name("holdline-store-writer".into())
+            .spawn(move || writer::run(conn, rx, wshared, max_group))
+            .map_err(|source| StoreError::Io {
+                action: "starting writer thread for",
+                path: path.to_owned(),
+                source,
+            })?;
+        let report = OpenReport {
+            path: path.to_owned(),
+            created: !existed || aside.is_some() || found.is_none(),
+            set_aside: aside.clone(),
+            set_aside_reason: aside_reason,
+            found_version: found,
+            schema_version,
+            migrations_applied: applied,
+            quarantined_total,
+            took: start.elapsed(),
+        };
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                opts,
+                schema_version,
+                set_aside: aside,
+                reader: Mutex::new(reader),
+                shared,
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        };
+        Ok((store, report))
+    }
+
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    fn send(&self, job: Job) -> Result<(), Job> {
+        match &self.inner.tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(mpsc::SyncSender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(make(tx)).map_err(|_| StoreError::WriterGone)?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queue `writes` for the next group commit. The receiver resolves `Ok(())` once they are
+    /// durable, or with the error (a write that fails validation is refused alone with
+    /// [`StoreError::Invalid`], without touching the rest of its group). Never blocks.
+    pub fn commit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(Job::Commit { reply, .. }) = self.send(Job::Commit {
+            writes,
+            reply: Reply::Async(tx),
+        }) {
+            reply.send(Err(StoreError::WriterGone));
+        }
+        rx
+    }
+
+    /// [`Store::commit`] for synchronous callers (threads, tests): blocks until durable.
+    /// Safe to call from anywhere (does not use tokio's `blocking_recv`).
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if let Err(Job::Commit { reply, .. }) = self.send(Job::Commit {
+            writes,
+            reply: Reply::Sync(tx),
+        }) {
+            reply.send(Err(StoreError::WriterGone));
+        }
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the connection inconsistent for
+        // SQLite; keep serving.
+        self.inner
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Move bad rows to quarantine through the writer; returns how many moved.
+    fn quarantine_bad(&self, bad: Vec<BadRow>) -> usize {
+        if bad.is_empty() {
+            return 0;
+        }
+        let n = bad.len();
+        match self.ask(|reply| Job::Quarantine { rows: bad, reply }) {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(error = %e, rows = n, "could not move bad rows to quarantine");
+                0
+            }
+        }
+    }
+
+    /// Read, validate and de-duplicate every row of a table; bad rows are quarantined.
+    fn load<T: Record>(&self) -> Result<Loaded<T>, StoreError> {
+        let mut slots: Vec<Option<(i64, u32, T)>> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        let mut bad = Vec::new();
+        let mut scan = Scan::new();
+        {
+            let conn = self.reader();
+            while !scan.done {
+                for (id, vals) in scan.next(&conn, T::TABLE, T::COLS, self.inner.opts.load_chunk) {
+                    let fp = fingerprint(&vals);
+                    match T::decode(&vals) {
+                        Err(reason) => bad.push(BadRow::of::<T>(id, &vals, reason)),
+                        Ok(rec) => {
+                            let Some(key) = rec.key() else {
+                                slots.push(Some((id, fp, rec)));
+                                continue;
+                            };
+                            let fresh = rec.freshness();
+                            match by_key.get(&key).copied() {
+                                None => {
+                                    by_key.insert(key, slots.len());
+                                    slots.push(Some((id, fp, rec)));
+                                }
+                                Some(i) => {
+                                    let old_wins = slots
+                                        .get(i)
+                                        .and_then(|s| s.as_ref())
+                                        .is_some_and(|(_, _, o)| o.freshness() > fresh);
+                                    let loser = if old_wins {
+                                        (id, fp)
+                                    } else {
+                                        let old = slots.get_mut(i).and_then(Option::take);
+                                        slots.push(Some((id, fp, rec)));
+                                        by_key.insert(key, slots.len() - 1);
+                                        match old {
+                                            Some((oid, ofp, _)) => (oid, ofp),
+                                            None => continue,
+                                        }
+                                    };
+                                    bad.push(BadRow {
+                                        table: T::TABLE,
+                                        cols: T::COLS,
+                                        key_cols: T::KEY_COLS,
+                                        rowid: loser.0,
+                                        fingerprint: loser.1,
+                                        reason: QuarantineReason::DuplicateKey,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let quarantined = bad.len();
+        self.quarantine_bad(bad);
+        Ok(Loaded {
+            items: slots.into_iter().flatten().map(|(_, _, r)| r).collect(),
+            quarantined,
+            unreadable: scan.unreadable,
+        })
+    }
+
+    /// Every good binding; bad and duplicate rows are moved to quarantine and counted.
+    pub fn load_bindings(&self) -> Result<Loaded<Binding>, StoreError> {
+        self.load::<Binding>()
+    }
+
+    /// Every good subscription; bad rows quarantined.
+    pub fn load_subscriptions(&self) -> Result<Loaded<Subscription>, StoreError> {
+        self.load::<Subscription>()
+    }
+
+    /// Every good MWI state; bad rows quarantined.
+    pub fn load_mwi(&self) -> Result<Loaded<Mwi>, StoreError> {
+        self.load::<Mwi>()
+    }
+
+    /// The MWI state of one AoR, if any good one is stored.
+    pub fn mwi(&self, aor: &str) -> Result<Option<Mwi>, StoreError> {
+        let mut bad = Vec::new();
+        let mut best: Option<Mwi> = None;
+        {
+            let conn = self.reader();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id, {} FROM mwi WHERE aor = ?1 ORDER BY id",
+                Mwi::COLS.join(", ")
+            ))?;
+            let mut rows = stmt.query([aor])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let mut vals = Vec::with_capacity(Mwi::COLS.len());
+                for c in 0..Mwi::COLS.len() {
+                    vals.push(record::RawValue::from(row.get_ref(c + 1)?));
+                }
+                match Mwi::decode(&vals) {
+                    Ok(m) => {
+                        if best.as_ref().is_none_or(|b| m.at >= b.at) {
+                            best = Some(m);
+                        }
+                    }
+                    Err(reason) => bad.push(BadRow::of::<Mwi>(id, &vals, reason)),
+                }
+            }
+        }
+        self.quarantine_bad(bad);
+        Ok(best)
+    }
+
+    /// The newest `limit` good events, newest first; bad rows quarantined.
+    pub fn events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut bad = Vec::new();
+        let mut out = Vec::new();
+        {
+            let conn = self.reader();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id, {} FROM events ORDER BY id DESC LIMIT ?1",
+                Event::COLS.join(", ")
+            ))?;
+            let mut rows = stmt.query([i64::try_from(limit).unwrap_or(i64::MAX)])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let mut vals = Vec::with_capacity(Event::COLS.len());
+                for c in 0..Event::COLS.len() {
+                    vals.push(record::RawValue::from(row.get_ref(c + 1)?));
+                }
+                match Event::decode(&vals) {
+                    Ok(event) => out.push(StoredEvent { id, event }),
+                    Err(reason) => bad.push(BadRow::of::<Event>(id, &vals, reason)),
+                }
+            }
+        }
+        self.quarantine_bad(bad);
+        Ok(out)
+    }
+
+    /// The newest `limit` quarantined records, newest first.
+    pub fn quarantine(&self, limit: usize) -> Result<Vec<QuarantinedRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, source_table, source_rowid, key, reason, raw \
+             FROM quarantine ORDER BY id DESC LIMIT ?1",
+        )?;
+        let mut rows = stmt.query([i64::try_from(limit).unwrap_or(i64::MAX)])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let int = |i: usize| match row.get_ref(i) {
+                Ok(rusqlite::types::ValueRef::Integer(n)) => n,
+                _ => 0,
+            };
+            let text = |i: usize| match row.get_ref(i) {
+                Ok(rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t)) => {
+                    String::from_utf8_lossy(t).into_owned()
+                }
+                _ => String::new(),
+            };
+            out.push(QuarantinedRecord {
+                id: int(0),
+                at: int(1),
+                table: text(2),
+                source_rowid: int(3),
+                key: text(4),
+                reason: text(5),
+                raw: text(6),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Number of rows in quarantine.
+    pub fn quarantine_count(&self) -> Result<u64, StoreError> {
+        Ok(db::quarantine_count(&self.reader())?)
+    }
+
+    /// Delete expired bindings and subscriptions (`expires_at <= now_unix`), in batches of
+    /// `batch` rows, each its own short write transaction queued between group commits.
+    /// Every row of both tables is judged on the way: bad rows go to quarantine, unreadable
+    /// regions are skipped; neither stops the purge. Then trims the event log and quarantine
+    /// to their caps.
+    pub fn purge_expired(&self, now_unix: i64, batch: usize) -> Result<PurgeReport, StoreError> {
+        let start = Instant::now();
+        let batch = batch.max(1);
+        let mut rep = PurgeReport::default();
+        for table in [PurgeTable::Bindings, PurgeTable::Subscriptions] {
+            let mut after = 0;
+            loop {
+                let step = self.ask(|reply| Job::PurgeStep {
+                    table,
+                    now: now_unix,
+                    after,
+                    batch,
+                    reply,
+                })?;
+                rep.batches += 1;
+                match table {
+                    PurgeTable::Bindings => rep.purged_bindings += step.purged,
+                    PurgeTable::Subscriptions => rep.purged_subscriptions += step.purged,
+                }
+                rep.quarantined += step.quarantined;
+                rep.unreadable += step.unreadable;
+                if step.done || step.after <= after {
+                    break;
+                }
+                after = step.after;
+            }
+        }
+        rep.purged = rep.purged_bindings + rep.purged_subscriptions;
+        let (events, quarantine) = (self.inner.opts.max_events, self.inner.opts.max_quarantine);
+        let (trimmed, _) = self.ask(|reply| Job::Trim {
+            events,
+            quarantine,
+            reply,
+        })?;
+        rep.trimmed = trimmed;
+        rep.took = start.elapsed();
+        if let Ok(mut last) = self.inner.shared.last_purge.lock() {
+            *last = Some(rep.clone());
+        }
+        if rep.quarantined > 0 || rep.unreadable > 0 {
+            tracing::warn!(
+                purged = rep.purged,
+                quarantined = rep.quarantined,
+                unreadable = rep.unreadable,
+                "purge met damaged records"
+            );
+        } else {
+            tracing::debug!(purged = rep.purged, took = ?rep.took, "purge done");
+        }
+        Ok(rep)
+    }
+
+    /// On-demand check (`store check`): `PRAGMA quick_check`, then a validation pass over
+    /// every table (bad rows quarantined).
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let start = Instant::now();
+        let qc = quick_check(&self.reader())?;
+        let ok = qc.len() == 1 && qc[0] == "ok";
+        let b = self.load::<Binding>()?;
+        let s = self.load::<Subscription>()?;
+        let m = self.load::<Mwi>()?;
+        let e = self.load::<Event>()?;
+        let total = self.quarantine_count()?;
+        self.inner
+            .shared
+            .quarantined_total
+            .store(total, Ordering::Relaxed);
+        Ok(CheckReport {
+            ok,
+            quick_check: qc,
+            rows: vec![
+                ("bindings".into(), b.items.len()),
+                ("subscriptions".into(), s.items.len()),
+                ("mwi".into(), m.items.len()),
+                ("events".into(), e.items.len()),
+            ],
+            quarantined: b.quarantined + s.quarantined + m.quarantined + e.quarantined,
+            unreadable: b.unreadable + s.unreadable + m.unreadable + e.unreadable,
+            quarantined_total: total,
+            took: start.elapsed(),
+        })
+    }
+
+    /// Counters; no database access.
+    pub fn stats(&self) -> StoreStats {
+        let sh = &self.inner.shared;
+        StoreStats {
+            path: self.inner.path.clone(),
+            schema_version: self.inner.schema_version,
+            commits: sh.commits.load(Ordering::Relaxed),
+            commits_failed: sh.commits_failed.load(Ordering::Relaxed),
+            writes: sh.writes.load(Ordering::Relaxed),
+            groups: sh.groups.load(Ordering::Relaxed),
+            largest_group: sh.largest_group.load(Ordering::Relaxed),
+            quarantined: sh.quarantined.load(Ordering::Relaxed),
+            quarantined_total: sh.quarantined_total.load(Ordering::Relaxed),
+            set_aside: self.inner.set_aside.clone(),
+            writer_alive: sh.alive.load(Ordering::Relaxed),
+            writer_idle: sh.idle(),
+            last_purge: sh.last_purge.lock().ok().and_then(|g| g.clone()),
+        }
+    }
+
+    /// Start a background thread that runs [`Store::purge_expired`] every
+    /// `options().purge_interval` with `options().purge_batch`, using the system clock.
+    /// It holds only a weak reference; it stops when the [`Purger`] is dropped or the store
+    /// is closed.
+    pub fn spawn_purger(&self) -> Result<Purger, StoreError> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let interval = self.inner.opts.purge_interval;
+        let batch = self.inner.opts.purge_batch;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("holdline-store-purge".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                    let Some(inner) = weak.upgrade() else { break };
+                    let store = Store { inner };
+                    if let Err(e) = store.purge_expired(unix_now(), batch) {
+                        tracing::error!(error = %e, "purge failed");
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                action: "starting purge thread for",
+                path: self.inner.path.clone(),
+                source,
+            })?;
+        Ok(Purger {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Insert raw SQL-level rows for tests and tools is deliberately not offered: damage is
+    /// made with `holdline-store-corrupt`. This returns the row count of a table (good and
+    /// bad rows alike), for diagnostics.
+    pub fn raw_count(&self, table: &str) -> Result<u64, StoreError> {
+        if !schema::TABLES.contains(&table) {
+            return Err(StoreError::Invalid(format!("unknown table {table}")));
+        }
+        let n: i64 =
+            self.reader()
+                .query_row(&format!("SELECT count(*) FROM {table}"), params![], |r| {
+                    r.get(0)
+                })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The background purge thread; stops (and is joined) on drop.
+pub struct Purger {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Purger {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
