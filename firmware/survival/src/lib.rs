@@ -4,9 +4,11 @@
 //! point takes the current time ([`Millis`]) and, where jitter is needed, an
 //! [`Rng`] the driver seeded.
 
+pub mod bodies;
 pub mod registrar;
 pub mod rng;
 pub mod route;
+pub mod subscription;
 pub mod time;
 pub mod uplink;
 
