@@ -1,0 +1,1219 @@
+//! The edge proxy: what happens to each message between the phones (LAN)
+//! and the cloud (WAN). Sans-IO: `handle_*` in, `poll_*` out.
+//!
+//! Policy:
+//! - Access: LAN requests only from `lan_subnets` and, outside a dialog, only
+//!   to the cloud's domain (never to a host named in the Request-URI); WAN
+//!   requests only from the cloud's addresses. Otherwise 403.
+//! - Every request is forwarded with our Via (branch derived from the
+//!   incoming one, so retransmissions and CANCELs match) and, when it starts
+//!   a dialog, two Record-Routes (one per leg: RFC 5658 double
+//!   record-routing) so holdline stays on the dialog.
+//! - REGISTER (LAN → cloud) gets a Path naming our WAN side; the cloud's
+//!   digest challenge and the phone's answer pass untouched. On the cloud's
+//!   2xx the bindings it lists become [`StoreWrite`]s, and the 2xx is held
+//!   until [`Edge::handle_store_done`] says they are durable.
+//! - Requests from the cloud are routed by Request-URI to the registered
+//!   contact's transport address (NAT-safe, also after a restart once the
+//!   bindings are reloaded with [`Edge::load_bindings`]).
+//! - Responses go back to where the request came from (remembered per
+//!   branch, so TCP connections and NAT mappings are reused; the Via is the
+//!   fallback).
+//! - Observation: INVITE dialogs ([`Calls`]), SUBSCRIBE dialogs and the
+//!   MWI cache ([`Subs`]); the OPTIONS probe ([`Probe`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use holdline_sip::values::list_items;
+use holdline_sip::{Contacts, Message, Method, NameAddr, Uri};
+
+use crate::bindings::{uri_key, Binding, Bindings, Provenance};
+use crate::calls::{Calls, Direction};
+use crate::subs::{dialog_info_version, sub_id, Mwi, SubState, Subs, Subscription};
+use crate::types::{Peer, Side, Subnet, Transmit, Transport};
+use crate::uplink::{Probe, ProbeConfig};
+
+/// Prefix of every branch holdline generates (`z9hG4bK` + `-hl`).
+const BRANCH_PREFIX: &str = "z9hG4bK-hl";
+/// How long a forwarded request's return address is remembered.
+const ROUTE_TTL: Duration = Duration::from_secs(40);
+/// ... and for INVITE (ringing may last minutes; RFC 3261 Timer C).
+const INVITE_ROUTE_TTL: Duration = Duration::from_secs(200);
+/// Housekeeping period.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Edge settings (the daemon maps its config onto this).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// LAN listeners.
+    pub lan: Vec<Peer>,
+    /// WAN listeners.
+    pub wan: Vec<Peer>,
+    /// Address to advertise on the LAN side (else the listener's).
+    pub lan_advertise: Option<IpAddr>,
+    /// Address to advertise on the WAN side (else the listener's).
+    pub wan_advertise: Option<IpAddr>,
+    /// Phones' networks.
+    pub lan_subnets: Vec<Subnet>,
+    /// Where requests to the cloud go.
+    pub cloud: Peer,
+    /// Further cloud source addresses (the proxy's is always allowed).
+    pub cloud_addrs: Vec<IpAddr>,
+    /// The cloud's SIP domain.
+    pub domain: String,
+    /// The probe.
+    pub probe: ProbeConfig,
+    /// Seed for branch and tag generation.
+    pub seed: u64,
+}
+
+/// A store write the edge asks for (the daemon maps it onto the store's API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreWrite {
+    /// Add or replace a binding.
+    UpsertBinding(Binding),
+    /// Remove one binding.
+    RemoveBinding {
+        /// AoR.
+        aor: String,
+        /// Contact URI.
+        contact_uri: String,
+    },
+    /// Remove all bindings of an AoR.
+    RemoveAor {
+        /// AoR.
+        aor: String,
+    },
+    /// Add or replace a subscription.
+    UpsertSubscription(Subscription),
+    /// Remove a subscription.
+    RemoveSubscription {
+        /// Id.
+        id: String,
+    },
+    /// New MWI state for an AoR.
+    SetMwi {
+        /// AoR.
+        aor: String,
+        /// State.
+        mwi: Mwi,
+    },
+}
+
+/// A batch of writes; when `token` is set the edge waits for
+/// [`Edge::handle_store_done`] with it before releasing a held response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreJob {
+    /// Completion token, if something waits for durability.
+    pub token: Option<u64>,
+    /// The writes.
+    pub writes: Vec<StoreWrite>,
+}
+
+/// Counters for the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages received.
+    pub rx: u64,
+    /// Messages sent.
+    pub tx: u64,
+    /// Unparseable messages dropped.
+    pub bad: u64,
+    /// Requests refused by the access rule (403).
+    pub forbidden: u64,
+    /// REGISTERs answered 2xx by the cloud and stored.
+    pub registered: u64,
+    /// REGISTERs the cloud refused (final non-2xx other than 401/407).
+    pub register_refused: u64,
+    /// Responses dropped (not ours / no route).
+    pub dropped: u64,
+    /// Store batches that failed.
+    pub store_failed: u64,
+}
+
+/// A REGISTER forwarded to the cloud, waiting for its final answer.
+#[derive(Debug, Clone)]
+struct PendingRegister {
+    aor: String,
+    call_id: String,
+    cseq: u32,
+    phone: Peer,
+    star: bool,
+    contacts: Vec<ReqContact>,
+    expires: Option<u32>,
+    path: String,
+    at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct ReqContact {
+    raw: String,
+    uri: String,
+    expires: Option<u32>,
+    instance: Option<String>,
+    reg_id: Option<u32>,
+}
+
+/// Where the response to a forwarded request goes.
+#[derive(Debug, Clone, Copy)]
+struct ReturnRoute {
+    side: Side,
+    peer: Peer,
+    until: Instant,
+}
+
+/// The edge proxy.
+#[derive(Debug)]
+pub struct Edge {
+    cfg: EdgeConfig,
+    base: Instant,
+    base_unix: i64,
+    bindings: Bindings,
+    calls: Calls,
+    subs: Subs,
+    probe: Probe,
+    pending_reg: HashMap<String, PendingRegister>,
+    routes: HashMap<String, ReturnRoute>,
+    held: HashMap<u64, Transmit>,
+    next_token: u64,
+    transmits: VecDeque<Transmit>,
+    store_jobs: VecDeque<StoreJob>,
+    next_sweep: Instant,
+    stats: Stats,
+}
+
+/// Unix seconds at `now`, given a base pair.
+fn unix_at(base: Instant, base_unix: i64, now: Instant) -> i64 {
+    let d = now.saturating_duration_since(base).as_secs();
+    base_unix.saturating_add(i64::try_from(d).unwrap_or(i64::MAX))
+}
+
+fn hash64(parts: &[&str], seed: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut h);
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// URI without angle brackets and without header params: the AoR form of a To/From.
+fn aor_of(na: &NameAddr<'_>) -> String {
+    match na.parsed_uri() {
+        Some(Uri::Sip(s)) => {
+            let scheme = if s.secure { "sips" } else { "sip" };
+            match s.user {
+                Some(u) => format!("{scheme}:{u}@{}", s.host.to_ascii_lowercase()),
+                None => format!("{scheme}:{}", s.host.to_ascii_lowercase()),
+            }
+        }
+        _ => na.uri.to_string(),
+    }
+}
+
+/// Host (as IP) and port of a SIP URI, and its transport parameter.
+fn uri_target(uri: &str) -> Option<(IpAddr, u16, Option<Transport>)> {
+    let u = Uri::parse(uri)?;
+    let s = u.as_sip()?;
+    let host = s.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    let t = s
+        .params
+        .get("transport")
+        .flatten()
+        .and_then(Transport::from_name);
+    Some((ip, s.port.unwrap_or(5060), t))
+}
+
+impl Edge {
+    /// A new edge; `now` and `now_unix` pin the wall clock to the monotonic one.
+    pub fn new(cfg: EdgeConfig, now: Instant, now_unix: i64) -> Edge {
+        let probe = Probe::new(cfg.probe, now);
+        Edge {
+            cfg,
+            base: now,
+            base_unix: now_unix,
+            bindings: Bindings::new(),
+            calls: Calls::new(),
+            subs: Subs::new(),
+            probe,
+            pending_reg: HashMap::new(),
+            routes: HashMap::new(),
+            held: HashMap::new(),
+            next_token: 1,
+            transmits: VecDeque::new(),
+            store_jobs: VecDeque::new(),
+            next_sweep: now + SWEEP,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Unix seconds at `now`.
+    pub fn unix(&self, now: Instant) -> i64 {
+        unix_at(self.base, self.base_unix, now)
+    }
+
+    /// Loads bindings (from the store at start). Expired ones are skipped.
+    pub fn load_bindings(&mut self, now: Instant, list: Vec<Binding>) -> usize {
+        let t = self.unix(now);
+        let mut n = 0;
+        for b in list.into_iter().filter(|b| b.expires_at > t) {
+            self.bindings.upsert(b);
+            n += 1;
+        }
+        n
+    }
+
+    /// Loads subscriptions (from the store at start).
+    pub fn load_subscriptions(&mut self, list: Vec<Subscription>) {
+        for s in list {
+            self.subs.insert(s);
+        }
+    }
+
+    /// Loads one MWI state (from the store at start).
+    pub fn load_mwi(&mut self, aor: &str, mwi: Mwi) {
+        self.subs.set_mwi(aor, mwi);
+    }
+
+    /// The binding cache.
+    pub fn bindings(&self) -> &Bindings {
+        &self.bindings
+    }
+
+    /// Tracked calls.
+    pub fn calls(&self) -> &Calls {
+        &self.calls
+    }
+
+    /// Tracked subscriptions and MWI.
+    pub fn subs(&self) -> &Subs {
+        &self.subs
+    }
+
+    /// The probe and uplink state.
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The cloud's address.
+    pub fn cloud(&self) -> Peer {
+        self.cfg.cloud
+    }
+
+    /// Responses held until the store confirms.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front();
+        if t.is_some() {
+            self.stats.tx += 1;
+        }
+        t
+    }
+
+    /// Next store batch to write.
+    pub fn poll_store(&mut self) -> Option<StoreJob> {
+        self.store_jobs.pop_front()
+    }
+
+    /// When [`Edge::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.probe.poll_timeout().min(self.next_sweep)
+    }
+
+    /// Timers: probe, housekeeping.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.probe.handle_timeout(now);
+        let seed = self.cfg.seed;
+        if let Some(branch) = self.probe.poll_send(now, |n| {
+            format!("{BRANCH_PREFIX}P{n:x}-{:x}", seed & 0xffff_ffff)
+        }) {
+            self.send_probe(&branch);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP;
+            self.calls.sweep(now);
+            let t = self.unix(now);
+            self.bindings.purge_expired(t);
+            let gone = self.subs.sweep(t);
+            if !gone.is_empty() {
+                self.store_jobs.push_back(StoreJob {
+                    token: None,
+                    writes: gone
+                        .into_iter()
+                        .map(|id| StoreWrite::RemoveSubscription { id })
+                        .collect(),
+                });
+            }
+            self.routes.retain(|_, r| r.until > now);
+            self.pending_reg
+                .retain(|_, p| now.saturating_duration_since(p.at) < ROUTE_TTL);
+        }
+    }
+
+    /// The store finished the batch with this token.
+    pub fn handle_store_done(&mut self, _now: Instant, token: u64, ok: bool) {
+        let Some(t) = self.held.remove(&token) else {
+            return;
+        };
+        if ok {
+            self.transmits.push_back(t);
+            return;
+        }
+        self.stats.store_failed += 1;
+        // The cloud accepted, but we could not make it durable: the phone
+        // must not believe it is registered through us. Answer 500.
+        if let Ok(resp) = Message::parse(&t.bytes) {
+            if let Some(m) = error_from_response(&resp, 500, "Server Internal Error") {
+                self.transmits.push_back(Transmit {
+                    side: t.side,
+                    to: t.to,
+                    bytes: m.to_bytes(),
+                });
+            }
+        }
+    }
+
+    /// A message arrived on `side` from `from`.
+    pub fn handle_message(&mut self, now: Instant, side: Side, from: Peer, bytes: &[u8]) {
+        self.stats.rx += 1;
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return; // keep-alive
+        }
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.bad += 1;
+                self.answer_bad(side, from, bytes, &e);
+                return;
+            }
+        };
+        if msg.is_request() {
+            self.handle_request(now, side, from, msg);
+        } else {
+            self.handle_response(now, side, from, msg);
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn listener(&self, side: Side, transport: Transport) -> Option<Peer> {
+        let list = match side {
+            Side::Lan => &self.cfg.lan,
+            Side::Wan => &self.cfg.wan,
+        };
+        list.iter()
+            .find(|p| p.transport == transport)
+            .or_else(|| list.first())
+            .copied()
+    }
+
+    /// host:port to advertise on a side for a transport.
+    fn local_hostport(&self, side: Side, transport: Transport) -> String {
+        let l = self.listener(side, transport);
+        let adv = match side {
+            Side::Lan => self.cfg.lan_advertise,
+            Side::Wan => self.cfg.wan_advertise,
+        };
+        let ip = adv.or(l.map(|p| p.addr.ip()));
+        let port = l.map(|p| p.addr.port()).unwrap_or(5060);
+        match ip {
+            Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            Some(ip) => format!("{ip}:{port}"),
+            None => format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn route_uri(&self, side: Side, transport: Transport) -> String {
+        let hp = self.local_hostport(side, transport);
+        match transport {
+            Transport::Udp => format!("<sip:{hp};lr>"),
+            Transport::Tcp => format!("<sip:{hp};transport=tcp;lr>"),
+        }
+    }
+
+    /// Whether a URI names one of our listeners.
+    fn is_ours(&self, uri: &str) -> bool {
+        let Some((ip, port, _)) = uri_target(uri) else {
+            return false;
+        };
+        self.cfg
+            .lan
+            .iter()
+            .chain(self.cfg.wan.iter())
+            .any(|p| p.addr.port() == port && (p.addr.ip() == ip || p.addr.ip().is_unspecified()))
+            || [self.cfg.lan_advertise, self.cfg.wan_advertise]
+                .iter()
+                .flatten()
+                .any(|a| {
+                    *a == ip
+                        && self
+                            .cfg
+                            .lan
+                            .iter()
+                            .chain(self.cfg.wan.iter())
+                            .any(|p| p.addr.port() == port)
+                })
+    }
+
+    fn is_cloud_addr(&self, ip: IpAddr) -> bool {
+        ip == self.cfg.cloud.addr.ip() || self.cfg.cloud_addrs.contains(&ip)
+    }
+
+    fn in_lan(&self, ip: IpAddr) -> bool {
+        self.cfg.lan_subnets.iter().any(|s| s.contains(ip))
+    }
+
+    fn reply(&mut self, side: Side, to: Peer, req: &Message, code: u16, reason: &str) {
+        if req.method() == Some(&Method::Ack) {
+            return;
+        }
+        if let Ok(r) = holdline_sip::response_for(req, code, reason) {
+            self.transmits.push_back(Transmit {
+                side,
+                to,
+                bytes: r.to_bytes(),
+            });
+        }
+    }
+
+    fn answer_bad(&mut self, side: Side, from: Peer, bytes: &[u8], e: &holdline_sip::ParseError) {
+        // Answer a malformed request when its structure allows (400);
+        // malformed responses are dropped.
+        let Ok(m) = Message::parse_structure(bytes) else {
+            return;
+        };
+        if !m.is_request() || m.method() == Some(&Method::Ack) || m.top_via().is_none() {
+            return;
+        }
+        if m.call_id().is_none() || m.cseq().is_none() || m.from().is_none() || m.to().is_none() {
+            return;
+        }
+        let code = e.status_code();
+        if let Ok(r) = holdline_sip::response_for(&m, code, e.reason_phrase()) {
+            self.transmits.push_back(Transmit {
+                side,
+                to: from,
+                bytes: r.to_bytes(),
+            });
+        }
+    }
+
+    fn send_probe(&mut self, branch: &str) {
+        let cloud = self.cfg.cloud;
+        let hp = self.local_hostport(Side::Wan, cloud.transport);
+        let d = &self.cfg.domain;
+        let seq = self.probe.sent;
+        let raw = format!(
+            "OPTIONS sip:{d} SIP/2.0\r\n\
+             Via: SIP/2.0/{t} {hp};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:holdline@{hp}>;tag=hlp{seed:x}\r\n\
+             To: <sip:{d}>\r\n\
+             Call-ID: {branch}@{hp}\r\n\
+             CSeq: {seq} OPTIONS\r\n\
+             User-Agent: holdline/{v}\r\n\
+             Content-Length: 0\r\n\r\n",
+            t = cloud.transport.via_name(),
+            seed = self.cfg.seed & 0xffff,
+            v = env!("CARGO_PKG_VERSION"),
+        );
+        self.transmits.push_back(Transmit {
+            side: Side::Wan,
+            to: cloud,
+            bytes: raw.into_bytes(),
+        });
+    }
+
+    // ----------------------------------------------------------- requests
+
+    fn handle_request(&mut self, now: Instant, side: Side, from: Peer, mut msg: Message) {
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        // Access rule.
+        let allowed = match side {
+            Side::Lan => self.in_lan(from.addr.ip()),
+            Side::Wan => self.is_cloud_addr(from.addr.ip()),
+        };
+        if !allowed {
+            self.stats.forbidden += 1;
+            self.reply(side, from, &msg, 403, "Forbidden");
+            return;
+        }
+        // Where responses go: the source (NAT-safe, RFC 3581).
+        let src_ip = from.addr.ip().to_string();
+        let _ = msg.set_top_via_received(Some(&src_ip), Some(from.addr.port()));
+
+        // Requests addressed to holdline itself (keep-alive OPTIONS).
+        let ruri = msg.request_uri().unwrap_or_default().to_string();
+        let no_user = Uri::parse(&ruri)
+            .and_then(|u| u.as_sip().map(|s| s.user.is_none()))
+            .unwrap_or(false);
+        if no_user && self.is_ours(&ruri) && msg.routes().is_empty() {
+            match method {
+                Method::Options => self.reply(side, from, &msg, 200, "OK"),
+                Method::Ack => {}
+                _ => self.reply(side, from, &msg, 404, "Not Found"),
+            }
+            return;
+        }
+
+        if msg.decrement_max_forwards().is_err() {
+            self.reply(side, from, &msg, 483, "Too Many Hops");
+            return;
+        }
+        // Pop our own Route entries (both legs of our double Record-Route).
+        while msg.top_route().is_some_and(|r| self.is_ours(r.uri)) {
+            msg.pop_route();
+        }
+
+        match side {
+            Side::Lan => self.lan_to_wan(now, from, msg, method),
+            Side::Wan => self.wan_to_lan(now, from, msg, method),
+        }
+    }
+
+    fn our_branch(&self, side: Side, msg: &Message) -> String {
+        let v = msg.top_via();
+        let b = v.and_then(|v| v.branch()).unwrap_or("");
+        let host = v.map(|v| v.host).unwrap_or("");
+        let cid = msg.call_id().unwrap_or("");
+        // Keyed on the incoming branch: a retransmission, and a CANCEL of an
+        // INVITE, get the same branch (RFC 3261 §16.11).
+        let cseq_num = msg.cseq().map(|c| c.seq.to_string()).unwrap_or_default();
+        let key: Vec<&str> = if b.starts_with("z9hG4bK") {
+            vec![b, host]
+        } else {
+            vec![b, host, cid, &cseq_num]
+        };
+        let h = hash64(&key, self.cfg.seed);
+        let s = match side {
+            Side::Lan => 'L',
+            Side::Wan => 'W',
+        };
+        format!("{BRANCH_PREFIX}{s}{h:016x}")
+    }
+
+    /// Adds our Via, remembers the return route, queues the request.
+    fn forward(
+        &mut self,
+        now: Instant,
+        from_side: Side,
+        from: Peer,
+        mut msg: Message,
+        to_side: Side,
+        to: Peer,
+    ) {
+        let branch = self.our_branch(from_side, &msg);
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            to.transport.via_name(),
+            self.local_hostport(to_side, to.transport)
+        );
+        if msg.push_via(&via).is_err() {
+            return;
+        }
+        let ttl = if msg.method() == Some(&Method::Invite) {
+            INVITE_ROUTE_TTL
+        } else {
+            ROUTE_TTL
+        };
+        if msg.method() != Some(&Method::Ack) {
+            self.routes.insert(
+                branch,
+                ReturnRoute {
+                    side: from_side,
+                    peer: from,
+                    until: now + ttl,
+                },
+            );
+        }
+        self.transmits.push_back(Transmit {
+            side: to_side,
+            to,
+            bytes: msg.to_bytes(),
+        });
+    }
+
+    fn double_record_route(
+        &self,
+        msg: &mut Message,
+        first: (Side, Transport),
+        second: (Side, Transport),
+    ) {
+        // `first` is the leg the request came from (bottom), `second` on top.
+        let _ = msg.prepend_record_route(&self.route_uri(first.0, first.1));
+        let _ = msg.prepend_record_route(&self.route_uri(second.0, second.1));
+    }
+
+    fn lan_to_wan(&mut self, now: Instant, from: Peer, mut msg: Message, method: Method) {
+        let in_dialog = msg.to_tag().is_some();
+        let ruri = msg.request_uri().unwrap_or_default().to_string();
+        // Next hop: a remaining Route to a cloud address, else the cloud proxy.
+        let next = msg
+            .top_route()
+            .and_then(|r| uri_target(r.uri))
+            .filter(|(ip, _, _)| self.is_cloud_addr(*ip));
+        let has_route = msg.top_route().is_some();
+        if !in_dialog && !has_route && !self.is_cloud_target(&ruri) && method != Method::Ack {
+            self.stats.forbidden += 1;
+            self.reply(
+                Side::Lan,
+                from,
+                &msg,
+                403,
+                "Forbidden (not the cloud's domain)",
+            );
+            return;
+        }
+        let to = match next {
+            Some((ip, port, t)) => Peer {
+                transport: t.unwrap_or(self.cfg.cloud.transport),
+                addr: SocketAddr::new(ip, port),
+            },
+            None => self.cfg.cloud,
+        };
+        match method {
+            Method::Register => {
+                let path = self.route_uri(Side::Wan, to.transport);
+                if msg.prepend_path(&path).is_err() {
+                    return;
+                }
+                // The path extension is in use on this registration (RFC 3327 §5.1).
+                let has_path = msg
+                    .header_values("Supported")
+                    .flat_map(list_items)
+                    .any(|o| o.trim().eq_ignore_ascii_case("path"));
+                if !has_path {
+                    let _ = msg.add_header("Supported", "path");
+                }
+                if let Some(p) = self.pending_register(now, from, &msg, path) {
+                    let branch = self.our_branch(Side::Lan, &msg);
+                    self.pending_reg.insert(branch, p);
+                }
+            }
+            Method::Invite if !in_dialog => {
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    let fu = msg.from().map(|f| aor_of(&f)).unwrap_or_default();
+                    let tu = msg.to().map(|t| aor_of(&t)).unwrap_or_default();
+                    self.calls.on_invite(
+                        now,
+                        (cid, ft),
+                        (&fu, &tu),
+                        Direction::Outbound,
+                        Some(from),
+                    );
+                }
+                self.double_record_route(
+                    &mut msg,
+                    (Side::Lan, from.transport),
+                    (Side::Wan, to.transport),
+                );
+            }
+            Method::Subscribe | Method::Refer if !in_dialog => {
+                if method == Method::Subscribe {
+                    self.track_subscribe(now, from, &msg);
+                }
+                self.double_record_route(
+                    &mut msg,
+                    (Side::Lan, from.transport),
+                    (Side::Wan, to.transport),
+                );
+            }
+            Method::Subscribe => self.track_subscribe(now, from, &msg),
+            Method::Cancel => {
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    self.calls.on_cancel(now, cid, ft);
+                }
+            }
+            Method::Bye => {
+                if let (Some(cid), Some(ft), Some(tt)) =
+                    (msg.call_id(), msg.from_tag(), msg.to_tag())
+                {
+                    self.calls.on_bye(now, cid, ft, tt);
+                }
+            }
+            _ => {}
+        }
+        self.forward(now, Side::Lan, from, msg, Side::Wan, to);
+    }
+
+    fn is_cloud_target(&self, ruri: &str) -> bool {
+        let Some(u) = Uri::parse(ruri) else {
+            return false;
+        };
+        let Some(s) = u.as_sip() else {
+            return false;
+        };
+        if s.host.eq_ignore_ascii_case(&self.cfg.domain) {
+            return true;
+        }
+        let host = s.host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<IpAddr>()
+            .is_ok_and(|ip| self.is_cloud_addr(ip))
+    }
+
+    fn pending_register(
+        &self,
+        now: Instant,
+        from: Peer,
+        msg: &Message,
+        path: String,
+    ) -> Option<PendingRegister> {
+        let aor = aor_of(&msg.to()?);
+        let call_id = msg.call_id()?.to_string();
+        let cseq = msg.cseq()?.seq;
+        let star = matches!(msg.contacts(), Some(Contacts::Star));
+        let mut contacts = Vec::new();
+        for v in msg.header_values("Contact") {
+            for item in list_items(v) {
+                if item.trim() == "*" {
+                    continue;
+                }
+                let Some(na) = NameAddr::parse(item) else {
+                    continue;
+                };
+                contacts.push(ReqContact {
+                    raw: item.trim().to_string(),
+                    uri: na.uri.to_string(),
+                    expires: na.expires(),
+                    instance: na.instance().map(str::to_string),
+                    reg_id: na.reg_id(),
+                });
+            }
+        }
+        Some(PendingRegister {
+            aor,
+            call_id,
+            cseq,
+            phone: from,
+            star,
+            contacts,
+            expires: msg.expires(),
+            path,
+            at: now,
+        })
+    }
+
+    fn track_subscribe(&mut self, now: Instant, from: Peer, msg: &Message) {
+        let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) else {
+            return;
+        };
+        let id = sub_id(cid, ft);
+        let cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+        if let Some(s) = self.subs.get_mut(&id) {
+            s.subscribe_cseq = s.subscribe_cseq.max(cseq);
+            return;
+        }
+        if msg.to_tag().is_some() {
+            return; // a refresh of a dialog we do not know (e.g. from before a restart without store)
+        }
+        let event = msg
+            .event()
+            .map(|e| e.package.to_string())
+            .unwrap_or_else(|| "presence".to_string());
+        let contact = match msg.contacts() {
+            Some(Contacts::List(l)) => l.first().map(|c| c.uri.to_string()).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let _ = now;
+        self.subs.insert(Subscription {
+            id,
+            event,
+            call_id: cid.to_string(),
+            phone_tag: ft.to_string(),
+            notifier_tag: None,
+            watcher_aor: msg.from().map(|f| aor_of(&f)).unwrap_or_default(),
+            target_uri: msg.to().map(|t| aor_of(&t)).unwrap_or_default(),
+            phone_contact: contact,
+            route_set: Vec::new(),
+            subscribe_cseq: cseq,
+            notify_cseq: 0,
+            expires_at: 0,
+            phone: from,
+            state: SubState::Pending,
+            last_version: None,
+            last_body: None,
+            last_content_type: None,
+            last_notify_at: None,
+            notifies: 0,
+        });
+    }
+
+    fn wan_to_lan(&mut self, now: Instant, from: Peer, mut msg: Message, method: Method) {
+        let ruri = msg.request_uri().unwrap_or_default().to_string();
+        // Target: the registered contact's transport address, else a LAN host named directly.
+        let target = match self.bindings.by_contact(&ruri) {
+            Some(b) => Some(b.peer()),
+            None => uri_target(&ruri)
+                .filter(|(ip, _, _)| self.in_lan(*ip) && !self.is_ours(&ruri))
+                .map(|(ip, port, t)| Peer {
+                    transport: t.unwrap_or(Transport::Udp),
+                    addr: SocketAddr::new(ip, port),
+                }),
+        };
+        let Some(to) = target else {
+            self.reply(Side::Wan, from, &msg, 404, "Not Found");
+            return;
+        };
+        let in_dialog = msg.to_tag().is_some();
+        match method {
+            Method::Invite if !in_dialog => {
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    let fu = msg.from().map(|f| aor_of(&f)).unwrap_or_default();
+                    let tu = msg.to().map(|t| aor_of(&t)).unwrap_or_default();
+                    self.calls
+                        .on_invite(now, (cid, ft), (&fu, &tu), Direction::Inbound, Some(to));
+                }
+                self.double_record_route(
+                    &mut msg,
+                    (Side::Wan, from.transport),
+                    (Side::Lan, to.transport),
+                );
+            }
+            Method::Subscribe | Method::Refer if !in_dialog => {
+                self.double_record_route(
+                    &mut msg,
+                    (Side::Wan, from.transport),
+                    (Side::Lan, to.transport),
+                );
+            }
+            Method::Cancel => {
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    self.calls.on_cancel(now, cid, ft);
+                }
+            }
+            Method::Bye => {
+                if let (Some(cid), Some(ft), Some(tt)) =
+                    (msg.call_id(), msg.from_tag(), msg.to_tag())
+                {
+                    self.calls.on_bye(now, cid, ft, tt);
+                }
+            }
+            Method::Notify => self.observe_notify(now, &msg),
+            _ => {}
+        }
+        self.forward(now, Side::Wan, from, msg, Side::Lan, to);
+    }
+
+    fn observe_notify(&mut self, now: Instant, msg: &Message) {
+        let t = self.unix(now);
+        let body = String::from_utf8_lossy(msg.body()).into_owned();
+        let ctype = msg.content_type().map(str::to_string);
+        let event = msg
+            .event()
+            .map(|e| e.package.to_string())
+            .unwrap_or_default();
+        let state = msg.subscription_state();
+        let mut writes = Vec::new();
+        let mut mwi_aor = msg.to().map(|t| aor_of(&t));
+        if let (Some(cid), Some(tt)) = (msg.call_id(), msg.to_tag()) {
+            if let Some(s) = self.subs.for_notify(cid, tt) {
+                if s.notifier_tag.is_none() {
+                    s.notifier_tag = msg.from_tag().map(str::to_string);
+                }
+                if let Some(c) = msg.cseq() {
+                    s.notify_cseq = s.notify_cseq.max(c.seq);
+                }
+                s.notifies += 1;
+                s.last_notify_at = Some(t);
+                if !body.is_empty() {
+                    if let Some(v) = dialog_info_version(&body) {
+                        s.last_version = Some(v);
+                    }
+                    s.last_body = Some(body.clone());
+                    s.last_content_type = ctype.clone();
+                }
+                match state {
+                    Some(st) if st.state.eq_ignore_ascii_case("terminated") => {
+                        s.state = SubState::Terminated {
+                            reason: st.reason().map(str::to_string),
+                        };
+                    }
+                    Some(st) => {
+                        s.state = SubState::Active;
+                        if let Some(e) = st.expires() {
+                            s.expires_at = t + i64::from(e);
+                        }
+                    }
+                    None => {}
+                }
+                mwi_aor = Some(s.watcher_aor.clone());
+                writes.push(StoreWrite::UpsertSubscription(s.clone()));
+            }
+        }
+        if event.eq_ignore_ascii_case("message-summary") && !body.is_empty() {
+            if let Some(aor) = mwi_aor {
+                let m = Mwi {
+                    body,
+                    content_type: ctype
+                        .unwrap_or_else(|| "application/simple-message-summary".into()),
+                    at: t,
+                };
+                self.subs.set_mwi(&aor, m.clone());
+                writes.push(StoreWrite::SetMwi { aor, mwi: m });
+            }
+        }
+        if !writes.is_empty() {
+            self.store_jobs.push_back(StoreJob {
+                token: None,
+                writes,
+            });
+        }
+    }
+
+    // ---------------------------------------------------------- responses
+
+    fn handle_response(&mut self, now: Instant, side: Side, from: Peer, mut msg: Message) {
+        let Some(branch) = msg.top_via().and_then(|v| v.branch()).map(str::to_string) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if !branch.starts_with(BRANCH_PREFIX) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let status = msg.status().unwrap_or(0);
+        if side == Side::Wan && self.probe.on_response(now, &branch, status) {
+            return;
+        }
+        msg.pop_via();
+        // Where it goes back to.
+        let ret = self.routes.get(&branch).copied();
+        let (to_side, to) = match ret {
+            Some(r) => (r.side, r.peer),
+            None => {
+                let to_side = match branch.as_bytes().get(BRANCH_PREFIX.len()) {
+                    Some(b'L') => Side::Lan,
+                    Some(b'W') => Side::Wan,
+                    _ => {
+                        self.stats.dropped += 1;
+                        return;
+                    }
+                };
+                match via_target(&msg) {
+                    Some(p) => (to_side, p),
+                    None => {
+                        self.stats.dropped += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        if to_side == side {
+            // A response must cross sides; anything else is spoofed or looped.
+            self.stats.dropped += 1;
+            return;
+        }
+        let cseq_method = msg.cseq().map(|c| c.method);
+        if status >= 200 {
+            if let Some(r) = self.routes.get_mut(&branch) {
+                // Keep a little while for retransmitted finals.
+                r.until = r.until.min(now + Duration::from_secs(32));
+            }
+        }
+        let _ = from;
+        match cseq_method {
+            Some(Method::Register) if status >= 200 => {
+                if let Some(p) = self.pending_reg.remove(&branch) {
+                    if (200..300).contains(&status) {
+                        let writes = self.register_ok(now, &p, &msg);
+                        self.stats.registered += 1;
+                        if !writes.is_empty() {
+                            let token = self.next_token;
+                            self.next_token += 1;
+                            self.held.insert(
+                                token,
+                                Transmit {
+                                    side: to_side,
+                                    to,
+                                    bytes: msg.to_bytes(),
+                                },
+                            );
+                            self.store_jobs.push_back(StoreJob {
+                                token: Some(token),
+                                writes,
+                            });
+                            return;
+                        }
+                    } else if status != 401 && status != 407 {
+                        self.stats.register_refused += 1;
+                    }
+                }
+            }
+            Some(Method::Invite) => {
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    let tt = msg.to_tag().map(str::to_string);
+                    self.calls
+                        .on_invite_response(now, cid, ft, status, tt.as_deref());
+                }
+            }
+            Some(Method::Subscribe) if status >= 200 => {
+                self.observe_subscribe_answer(now, &msg, status)
+            }
+            _ => {}
+        }
+        self.transmits.push_back(Transmit {
+            side: to_side,
+            to,
+            bytes: msg.to_bytes(),
+        });
+    }
+
+    fn observe_subscribe_answer(&mut self, now: Instant, msg: &Message, status: u16) {
+        let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) else {
+            return;
+        };
+        let t = self.unix(now);
+        let id = sub_id(cid, ft);
+        let rr: Vec<String> = msg
+            .record_routes()
+            .iter()
+            .map(|r| r.uri.to_string())
+            .collect();
+        let Some(s) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if (200..300).contains(&status) {
+            if s.notifier_tag.is_none() {
+                s.notifier_tag = msg.to_tag().map(str::to_string);
+            }
+            if !rr.is_empty() {
+                s.route_set = rr;
+            }
+            match msg.expires() {
+                Some(0) => {
+                    s.state = SubState::Terminated {
+                        reason: Some("unsubscribed".into()),
+                    }
+                }
+                Some(e) => {
+                    s.expires_at = t + i64::from(e);
+                    s.state = SubState::Active;
+                }
+                None => {
+                    if s.state == SubState::Pending {
+                        s.state = SubState::Active;
+                    }
+                }
+            }
+            let w = StoreWrite::UpsertSubscription(s.clone());
+            self.store_jobs.push_back(StoreJob {
+                token: None,
+                writes: vec![w],
+            });
+        } else if s.state == SubState::Pending {
+            s.state = SubState::Terminated {
+                reason: Some(format!("rejected {status}")),
+            };
+        }
+    }
+
+    /// The cloud's 2xx to a REGISTER: update the cache, return the writes.
+    fn register_ok(
+        &mut self,
+        now: Instant,
+        p: &PendingRegister,
+        resp: &Message,
+    ) -> Vec<StoreWrite> {
+        let t = self.unix(now);
+        let mut writes = Vec::new();
+        if p.star {
+            self.bindings.remove_aor(&p.aor);
+            writes.push(StoreWrite::RemoveAor { aor: p.aor.clone() });
+            return writes;
+        }
+        // Contacts the registrar lists in its 2xx, with their expiry.
+        let mut listed: HashMap<String, Option<u32>> = HashMap::new();
+        if let Some(Contacts::List(l)) = resp.contacts() {
+            for c in l {
+                listed.insert(uri_key(c.uri), c.expires());
+            }
+        }
+        let default_exp = resp.expires().or(p.expires);
+        for c in &p.contacts {
+            let key = uri_key(&c.uri);
+            let exp = match listed.get(&key) {
+                Some(e) => e.or(default_exp).or(c.expires),
+                None => None,
+            };
+            match exp {
+                Some(e) if e > 0 => {
+                    let b = Binding {
+                        aor: p.aor.clone(),
+                        contact: c.raw.clone(),
+                        contact_uri: c.uri.clone(),
+                        expires_at: t + i64::from(e),
+                        call_id: p.call_id.clone(),
+                        cseq: p.cseq,
+                        source: p.phone.addr,
+                        transport: p.phone.transport,
+                        instance_id: c.instance.clone(),
+                        reg_id: c.reg_id,
+                        provenance: Provenance::CloudVerified { at: t },
+                        last_seen: t,
+                        path: vec![p.path.clone()],
+                    };
+                    self.bindings.upsert(b.clone());
+                    writes.push(StoreWrite::UpsertBinding(b));
+                }
+                _ => {
+                    self.bindings.remove(&p.aor, &c.uri);
+                    writes.push(StoreWrite::RemoveBinding {
+                        aor: p.aor.clone(),
+                        contact_uri: c.uri.clone(),
+                    });
+                }
+            }
+        }
+        writes
+    }
+}
+
+/// Where a response goes by its (new) top Via: received/rport, else sent-by.
+fn via_target(msg: &Message) -> Option<Peer> {
+    let v = msg.top_via()?;
+    let transport = Transport::from_name(v.transport)?;
+    let host = v.received().unwrap_or(v.host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    let port = match v.rport() {
+        Some(Some(p)) => p,
+        _ => v.port.unwrap_or(5060),
+    };
+    Some(Peer {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
+}
+
+/// An error response with the same Via/From/To/Call-ID/CSeq as `resp`.
+fn error_from_response(resp: &Message, code: u16, reason: &str) -> Option<Message> {
+    let mut m = Message::new_response(code, reason).ok()?;
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        let vals: Vec<String> = resp.header_values(name).map(str::to_string).collect();
+        for v in vals {
+            m.add_header(name, &v).ok()?;
+        }
+    }
+    m.add_header("Retry-After", "5").ok()?;
+    m.set_body(None, b"").ok()?;
+    Some(m)
+}
+
+#[cfg(test)]
+#[path = "edge_tests.rs"]
+mod tests;

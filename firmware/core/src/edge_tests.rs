@@ -1,0 +1,617 @@
+//! Edge tests: a phone and a cloud exchanging messages with the edge under
+//! virtual time. No sockets.
+
+use super::*;
+use crate::calls::CallState;
+use crate::uplink::Uplink;
+
+const PHONE: &str = "10.0.0.5:5062"; // the phone's NAT'd source address
+const CLOUD: &str = "192.0.2.10:5060";
+
+fn peer(s: &str) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: s.parse().expect("addr"),
+    }
+}
+
+fn cfg() -> EdgeConfig {
+    EdgeConfig {
+        lan: vec![peer("10.0.0.1:5060")],
+        wan: vec![peer("198.51.100.1:5060")],
+        lan_advertise: None,
+        wan_advertise: None,
+        lan_subnets: vec![Subnet {
+            addr: "10.0.0.0".parse().expect("ip"),
+            prefix: 8,
+        }],
+        cloud: peer(CLOUD),
+        cloud_addrs: vec![],
+        domain: "cloud.test".into(),
+        probe: ProbeConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            down_after: 3,
+        },
+        seed: 7,
+    }
+}
+
+struct T {
+    edge: Edge,
+    now: Instant,
+}
+
+impl T {
+    fn new() -> T {
+        let now = Instant::now();
+        let mut edge = Edge::new(cfg(), now, 1_000_000);
+        // Drain the first probe so tests see only their own traffic.
+        edge.handle_timeout(now);
+        while edge.poll_transmit().is_some() {}
+        T { edge, now }
+    }
+    fn phone_sends(&mut self, raw: &str) {
+        self.edge
+            .handle_message(self.now, Side::Lan, peer(PHONE), raw.as_bytes());
+    }
+    fn cloud_sends(&mut self, raw: &str) {
+        self.edge
+            .handle_message(self.now, Side::Wan, peer(CLOUD), raw.as_bytes());
+    }
+    fn out(&mut self) -> Vec<(Transmit, Message)> {
+        let mut v = Vec::new();
+        while let Some(t) = self.edge.poll_transmit() {
+            let m = Message::parse(&t.bytes).expect("edge sends valid SIP");
+            v.push((t, m));
+        }
+        v
+    }
+    fn one(&mut self) -> (Transmit, Message) {
+        let mut v = self.out();
+        assert_eq!(v.len(), 1, "expected exactly one message out");
+        v.remove(0)
+    }
+}
+
+fn register(cseq: u32, contact: &str, extra: &str) -> String {
+    format!(
+        "REGISTER sip:cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.168.1.5:5060;branch=z9hG4bKreg{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@cloud.test>;tag=r1\r\n\
+         To: <sip:alice@cloud.test>\r\n\
+         Call-ID: reg-alice\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: {contact}\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The cloud's answer to a forwarded request (echoes Via/From/To/Call-ID/CSeq).
+fn answer(req: &Message, code: u16, reason: &str, extra: &str) -> String {
+    let mut r = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in req.header_values("Via") {
+        r.push_str(&format!("Via: {v}\r\n"));
+    }
+    r.push_str(&format!("From: {}\r\n", req.header("From").expect("from")));
+    let to = req.header("To").expect("to");
+    if req.to_tag().is_none() && code > 100 {
+        r.push_str(&format!("To: {to};tag=cloud1\r\n"));
+    } else {
+        r.push_str(&format!("To: {to}\r\n"));
+    }
+    r.push_str(&format!("Call-ID: {}\r\n", req.call_id().expect("cid")));
+    r.push_str(&format!("CSeq: {}\r\n", req.header("CSeq").expect("cseq")));
+    r.push_str(extra);
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r
+}
+
+fn register_alice(t: &mut T) {
+    t.phone_sends(&register(
+        1,
+        "<sip:alice@192.168.1.5:5060>",
+        "Expires: 3600\r\n",
+    ));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        "OK",
+        "Contact: <sip:alice@192.168.1.5:5060>;expires=3600\r\n",
+    ));
+    let job = t.edge.poll_store().expect("store job");
+    let token = job.token.expect("token");
+    t.edge.handle_store_done(t.now, token, true);
+    let _ = t.out();
+}
+
+#[test]
+fn register_gets_path_and_2xx_waits_for_the_store() {
+    let mut t = T::new();
+    t.phone_sends(&register(
+        1,
+        "<sip:alice@192.168.1.5:5060>",
+        "Expires: 3600\r\n",
+    ));
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.side, Side::Wan);
+    assert_eq!(tx.to, peer(CLOUD));
+    let path: Vec<String> = fwd.paths().iter().map(|p| p.uri.to_string()).collect();
+    assert_eq!(path, vec!["sip:198.51.100.1:5060;lr".to_string()]);
+    assert_eq!(fwd.via_count(), 2);
+    assert!(fwd
+        .top_via()
+        .and_then(|v| v.branch())
+        .is_some_and(|b| b.starts_with(BRANCH_PREFIX)));
+    assert_eq!(fwd.max_forwards(), Some(69));
+    // the phone's Via got received/rport (NAT-safe return)
+    let second = fwd.vias().nth(1).expect("phone via");
+    assert_eq!(second.received(), Some("10.0.0.5"));
+    assert_eq!(second.rport(), Some(Some(5062)));
+
+    // 401 challenge passes straight back, changes nothing
+    t.cloud_sends(&answer(
+        &fwd,
+        401,
+        "Unauthorized",
+        "WWW-Authenticate: Digest realm=\"cloud.test\", nonce=\"abc\"\r\n",
+    ));
+    let (tx, ch) = t.one();
+    assert_eq!(tx.side, Side::Lan);
+    assert_eq!(tx.to, peer(PHONE));
+    assert_eq!(ch.status(), Some(401));
+    assert_eq!(ch.via_count(), 1);
+    assert!(ch
+        .header("WWW-Authenticate")
+        .is_some_and(|h| h.contains("nonce=\"abc\"")));
+    assert!(t.edge.poll_store().is_none());
+    assert!(t.edge.bindings().is_empty());
+
+    // the phone answers the challenge; the Authorization header is untouched
+    let auth = "Authorization: Digest username=\"alice\", realm=\"cloud.test\", nonce=\"abc\", uri=\"sip:cloud.test\", response=\"0123\"\r\n";
+    t.phone_sends(&register(
+        2,
+        "<sip:alice@192.168.1.5:5060>",
+        &format!("Expires: 3600\r\n{auth}"),
+    ));
+    let (_, fwd2) = t.one();
+    assert_eq!(
+        fwd2.header("Authorization"),
+        Some(auth["Authorization: ".len()..].trim_end())
+    );
+    t.cloud_sends(&answer(
+        &fwd2,
+        200,
+        "OK",
+        "Contact: <sip:alice@192.168.1.5:5060>;expires=1800\r\n",
+    ));
+    // nothing goes to the phone before the store confirms
+    assert!(t.out().is_empty());
+    let job = t.edge.poll_store().expect("store job");
+    let token = job.token.expect("waits for durability");
+    match &job.writes[..] {
+        [StoreWrite::UpsertBinding(b)] => {
+            assert_eq!(b.aor, "sip:alice@cloud.test");
+            assert_eq!(b.contact_uri, "sip:alice@192.168.1.5:5060");
+            assert_eq!(b.expires_at, 1_000_000 + 1800);
+            assert_eq!(b.source, PHONE.parse().expect("addr"));
+            assert_eq!(b.cseq, 2);
+            assert_eq!(b.call_id, "reg-alice");
+            assert_eq!(b.provenance, Provenance::CloudVerified { at: 1_000_000 });
+        }
+        other => panic!("unexpected writes {other:?}"),
+    }
+    assert_eq!(t.edge.held(), 1);
+    t.edge.handle_store_done(t.now, token, true);
+    let (tx, ok) = t.one();
+    assert_eq!(tx.to, peer(PHONE));
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(t.edge.bindings().len(), 1);
+}
+
+#[test]
+fn store_failure_turns_the_2xx_into_500() {
+    let mut t = T::new();
+    t.phone_sends(&register(1, "<sip:alice@192.168.1.5:5060>", ""));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        "OK",
+        "Contact: <sip:alice@192.168.1.5:5060>;expires=60\r\n",
+    ));
+    let token = t.edge.poll_store().and_then(|j| j.token).expect("token");
+    t.edge.handle_store_done(t.now, token, false);
+    let (_, r) = t.one();
+    assert_eq!(r.status(), Some(500));
+    assert_eq!(r.call_id(), Some("reg-alice"));
+}
+
+#[test]
+fn rejected_register_changes_nothing() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    let before = t.edge.bindings().iter().cloned().collect::<Vec<_>>();
+    t.phone_sends(&register(
+        5,
+        "<sip:alice@192.168.1.5:5060>",
+        "Expires: 0\r\n",
+    ));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 403, "Forbidden", ""));
+    let (_, r) = t.one();
+    assert_eq!(r.status(), Some(403));
+    assert!(t.edge.poll_store().is_none());
+    assert_eq!(
+        t.edge.bindings().iter().cloned().collect::<Vec<_>>(),
+        before
+    );
+    assert_eq!(t.edge.stats().register_refused, 1);
+}
+
+#[test]
+fn expires_zero_and_star_remove() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    t.phone_sends(&register(3, "<sip:alice@192.168.1.5:5060>;expires=0", ""));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 200, "OK", ""));
+    let job = t.edge.poll_store().expect("job");
+    assert_eq!(
+        job.writes,
+        vec![StoreWrite::RemoveBinding {
+            aor: "sip:alice@cloud.test".into(),
+            contact_uri: "sip:alice@192.168.1.5:5060".into()
+        }]
+    );
+    assert!(t.edge.bindings().is_empty());
+
+    register_alice(&mut t);
+    assert_eq!(t.edge.bindings().len(), 1);
+    t.phone_sends(&register(9, "*", "Expires: 0\r\n"));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 200, "OK", ""));
+    let job = t.edge.poll_store().expect("job");
+    assert_eq!(
+        job.writes,
+        vec![StoreWrite::RemoveAor {
+            aor: "sip:alice@cloud.test".into()
+        }]
+    );
+    assert!(t.edge.bindings().is_empty());
+}
+
+fn inbound_invite() -> String {
+    "INVITE sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+     Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKinv1\r\n\
+     Route: <sip:198.51.100.1:5060;lr>\r\n\
+     Max-Forwards: 69\r\n\
+     From: <sip:bob@cloud.test>;tag=b1\r\n\
+     To: <sip:alice@cloud.test>\r\n\
+     Call-ID: call-in-1\r\n\
+     CSeq: 1 INVITE\r\n\
+     Contact: <sip:bob@192.0.2.10:5060>\r\n\
+     Content-Length: 0\r\n\r\n"
+        .to_string()
+}
+
+#[test]
+fn inbound_request_reaches_the_phone_also_after_restart() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    let saved: Vec<Binding> = t.edge.bindings().iter().cloned().collect();
+
+    // a fresh edge (restart) with the bindings reloaded from the store
+    let later = t.now + Duration::from_secs(60);
+    let mut edge = Edge::new(cfg(), later, 1_000_060);
+    assert_eq!(edge.load_bindings(later, saved), 1);
+    edge.handle_timeout(later);
+    while edge.poll_transmit().is_some() {}
+    let mut t2 = T { edge, now: later };
+    t2.cloud_sends(&inbound_invite());
+    let (tx, fwd) = t2.one();
+    assert_eq!(tx.side, Side::Lan);
+    assert_eq!(
+        tx.to,
+        peer(PHONE),
+        "NAT-safe: the address the REGISTER came from"
+    );
+    assert!(fwd.routes().is_empty(), "our Path route was consumed");
+    let rr: Vec<String> = fwd
+        .record_routes()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(rr, vec!["sip:10.0.0.1:5060;lr", "sip:198.51.100.1:5060;lr"]);
+    let call = t2.edge.calls().get("call-in-1", "b1").expect("tracked");
+    assert_eq!(call.direction, Direction::Inbound);
+
+    // the phone rings and answers; responses go back to the cloud
+    t2.edge.handle_message(
+        later,
+        Side::Lan,
+        peer(PHONE),
+        answer(&fwd, 180, "Ringing", "").as_bytes(),
+    );
+    let (tx, r) = t2.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    assert_eq!(r.via_count(), 1);
+    assert_eq!(
+        t2.edge
+            .calls()
+            .get("call-in-1", "b1")
+            .map(|c| c.state.name()),
+        Some("early")
+    );
+    t2.edge.handle_message(
+        later,
+        Side::Lan,
+        peer(PHONE),
+        answer(&fwd, 200, "OK", "").as_bytes(),
+    );
+    let _ = t2.out();
+    assert_eq!(
+        t2.edge
+            .calls()
+            .get("call-in-1", "b1")
+            .map(|c| c.state.name()),
+        Some("confirmed")
+    );
+}
+
+#[test]
+fn unknown_contact_from_the_cloud_is_404() {
+    let mut t = T::new();
+    t.cloud_sends(&inbound_invite().replace("192.168.1.5", "203.0.113.9"));
+    let (tx, r) = t.one();
+    assert_eq!(tx.side, Side::Wan);
+    assert_eq!(r.status(), Some(404));
+}
+
+#[test]
+fn access_rules() {
+    let mut t = T::new();
+    // LAN: only the cloud's domain
+    let inv = "INVITE sip:bob@evil.example SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKx1\r\n\
+        From: <sip:alice@cloud.test>;tag=a\r\nTo: <sip:bob@evil.example>\r\n\
+        Call-ID: x1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(inv);
+    let (tx, r) = t.one();
+    assert_eq!((tx.side, r.status()), (Side::Lan, Some(403)));
+    // LAN: a source outside the site's subnets
+    t.edge.handle_message(
+        t.now,
+        Side::Lan,
+        peer("172.16.0.1:5060"),
+        register(1, "<sip:x@172.16.0.1>", "").as_bytes(),
+    );
+    let (_, r) = t.one();
+    assert_eq!(r.status(), Some(403));
+    // WAN: only the cloud may send requests
+    t.edge.handle_message(
+        t.now,
+        Side::Wan,
+        peer("203.0.113.66:5060"),
+        inbound_invite().as_bytes(),
+    );
+    let (tx, r) = t.one();
+    assert_eq!(
+        (tx.side, tx.to, r.status()),
+        (Side::Wan, peer("203.0.113.66:5060"), Some(403))
+    );
+    assert_eq!(t.edge.stats().forbidden, 3);
+}
+
+#[test]
+fn outbound_call_states_and_record_route() {
+    let mut t = T::new();
+    let inv = "INVITE sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKc1\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=a1\r\nTo: <sip:bob@cloud.test>\r\n\
+        Call-ID: out-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(inv);
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    let rr: Vec<String> = fwd
+        .record_routes()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(rr, vec!["sip:198.51.100.1:5060;lr", "sip:10.0.0.1:5060;lr"]);
+    // retransmission: same branch
+    t.phone_sends(inv);
+    let (_, again) = t.one();
+    assert_eq!(
+        again.top_via().and_then(|v| v.branch()),
+        fwd.top_via().and_then(|v| v.branch())
+    );
+    assert_eq!(
+        t.edge.calls().get("out-1", "a1").map(|c| c.state.name()),
+        Some("trying")
+    );
+    t.cloud_sends(&answer(&fwd, 180, "Ringing", ""));
+    assert_eq!(t.one().0.to, peer(PHONE));
+    assert_eq!(
+        t.edge.calls().get("out-1", "a1").map(|c| c.state.name()),
+        Some("early")
+    );
+    t.cloud_sends(&answer(&fwd, 200, "OK", ""));
+    let _ = t.one();
+    assert_eq!(
+        t.edge.calls().get("out-1", "a1").map(|c| c.state.name()),
+        Some("confirmed")
+    );
+    // BYE from the phone through our Record-Route
+    let bye = "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKb1\r\n\
+        Route: <sip:10.0.0.1:5060;lr>, <sip:198.51.100.1:5060;lr>\r\n\
+        From: <sip:alice@cloud.test>;tag=a1\r\nTo: <sip:bob@cloud.test>;tag=cloud1\r\n\
+        Call-ID: out-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(bye);
+    let (tx, fwd_bye) = t.one();
+    assert_eq!(
+        tx.to,
+        peer(CLOUD),
+        "in-dialog requests go to the cloud, never to the R-URI host"
+    );
+    assert!(fwd_bye.routes().is_empty());
+    assert!(matches!(
+        t.edge.calls().get("out-1", "a1").map(|c| &c.state),
+        Some(CallState::Terminated { .. })
+    ));
+}
+
+#[test]
+fn blf_subscription_and_mwi_are_observed() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    let sub = "SUBSCRIBE sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKs1\r\n\
+        From: <sip:alice@cloud.test>;tag=s1\r\nTo: <sip:bob@cloud.test>\r\n\
+        Call-ID: sub-1\r\nCSeq: 10 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 600\r\n\
+        Contact: <sip:alice@192.168.1.5:5060>\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(sub);
+    let (_, fwd) = t.one();
+    assert_eq!(fwd.record_routes().len(), 2);
+    t.cloud_sends(&answer(&fwd, 200, "OK", "Expires: 600\r\n"));
+    let _ = t.one();
+    let s = t.edge.subs().get("sub-1;s1").expect("tracked");
+    assert_eq!(s.state, SubState::Active);
+    assert_eq!(s.notifier_tag.as_deref(), Some("cloud1"));
+    assert_eq!(s.expires_at, 1_000_000 + 600);
+    let _ = t.edge.poll_store();
+
+    let body = "<?xml version=\"1.0\"?>\r\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"3\" state=\"full\" entity=\"sip:bob@cloud.test\"><dialog id=\"x\"><state>confirmed</state></dialog></dialog-info>";
+    let notify = format!(
+        "NOTIFY sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKn1\r\n\
+        Route: <sip:198.51.100.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        From: <sip:bob@cloud.test>;tag=cloud1\r\nTo: <sip:alice@cloud.test>;tag=s1\r\n\
+        Call-ID: sub-1\r\nCSeq: 4 NOTIFY\r\nEvent: dialog\r\n\
+        Subscription-State: active;expires=599\r\nContent-Type: application/dialog-info+xml\r\n\
+        Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    t.cloud_sends(&notify);
+    let (tx, n) = t.one();
+    assert_eq!(tx.to, peer(PHONE));
+    assert_eq!(n.body(), body.as_bytes());
+    let s = t.edge.subs().get("sub-1;s1").expect("tracked");
+    assert_eq!(s.last_version, Some(3));
+    assert_eq!(s.notify_cseq, 4);
+    assert_eq!(s.notifies, 1);
+    assert!(s
+        .last_body
+        .as_deref()
+        .is_some_and(|b| b.contains("confirmed")));
+    let job = t.edge.poll_store().expect("subscription persisted");
+    assert!(
+        matches!(&job.writes[0], StoreWrite::UpsertSubscription(x) if x.last_version == Some(3))
+    );
+
+    // an MWI NOTIFY (unsolicited or in a dialog we did not see) is cached by AoR
+    let mwi = "Messages-Waiting: yes\r\nVoice-Message: 2/1 (0/0)\r\n";
+    let n2 = format!(
+        "NOTIFY sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKn2\r\n\
+        From: <sip:alice@cloud.test>;tag=vm\r\nTo: <sip:alice@cloud.test>;tag=m1\r\n\
+        Call-ID: mwi-1\r\nCSeq: 1 NOTIFY\r\nEvent: message-summary\r\n\
+        Subscription-State: active\r\nContent-Type: application/simple-message-summary\r\n\
+        Content-Length: {}\r\n\r\n{mwi}",
+        mwi.len()
+    );
+    t.cloud_sends(&n2);
+    let _ = t.one();
+    let m = t.edge.subs().mwi("sip:alice@cloud.test").expect("cached");
+    assert!(m.waiting());
+    assert!(matches!(
+        &t.edge.poll_store().expect("mwi persisted").writes[0],
+        StoreWrite::SetMwi { aor, .. } if aor == "sip:alice@cloud.test"
+    ));
+}
+
+#[test]
+fn probe_measures_rtt_and_goes_down_on_silence() {
+    let now = Instant::now();
+    let mut edge = Edge::new(cfg(), now, 0);
+    edge.handle_timeout(now);
+    let probe = edge.poll_transmit().expect("probe sent");
+    assert_eq!(probe.to, peer(CLOUD));
+    let m = Message::parse(&probe.bytes).expect("valid OPTIONS");
+    assert_eq!(m.method(), Some(&Method::Options));
+    let later = now + Duration::from_millis(40);
+    let resp = answer(&m, 200, "OK", "");
+    edge.handle_message(later, Side::Wan, peer(CLOUD), resp.as_bytes());
+    assert!(edge.poll_transmit().is_none(), "probe answers are consumed");
+    assert_eq!(
+        edge.probe().state(),
+        &Uplink::Up {
+            since: later,
+            rtt: Duration::from_millis(40)
+        }
+    );
+    // silence: three missed probes → down (follow poll_timeout, virtual time)
+    let mut seen_suspect = false;
+    for _ in 0..200 {
+        let t = edge.poll_timeout();
+        edge.handle_timeout(t);
+        while edge.poll_transmit().is_some() {}
+        seen_suspect |= edge.probe().state().name() == "suspect";
+        if edge.probe().state().name() == "down" {
+            break;
+        }
+    }
+    assert!(seen_suspect);
+    assert_eq!(edge.probe().state().name(), "down");
+}
+
+#[test]
+fn keepalive_options_to_us_and_garbage() {
+    let mut t = T::new();
+    t.phone_sends(
+        "OPTIONS sip:10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKo1\r\n\
+         From: <sip:alice@cloud.test>;tag=o\r\nTo: <sip:10.0.0.1>\r\nCall-ID: ka\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+    );
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(PHONE), Some(200)));
+    t.phone_sends("\r\n\r\n");
+    t.phone_sends("GARBAGE \u{0}\u{1}");
+    t.cloud_sends("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKnotours\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: z\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    assert!(t.out().is_empty());
+    assert_eq!(t.edge.stats().bad, 1);
+    assert_eq!(t.edge.stats().dropped, 1);
+}
+
+#[test]
+fn max_forwards_zero_is_483() {
+    let mut t = T::new();
+    t.phone_sends(
+        &register(1, "<sip:a@10.0.0.5>", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    let (_, r) = t.one();
+    assert_eq!(r.status(), Some(483));
+}
+
+#[test]
+fn expired_bindings_are_purged_in_memory() {
+    let mut t = T::new();
+    t.phone_sends(&register(1, "<sip:alice@192.168.1.5:5060>", ""));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        "OK",
+        "Contact: <sip:alice@192.168.1.5:5060>;expires=30\r\n",
+    ));
+    let token = t.edge.poll_store().and_then(|j| j.token).expect("token");
+    t.edge.handle_store_done(t.now, token, true);
+    assert_eq!(t.edge.bindings().len(), 1);
+    let later = t.now + Duration::from_secs(31);
+    t.edge.handle_timeout(later);
+    assert!(t.edge.bindings().is_empty());
+}
