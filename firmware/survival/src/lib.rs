@@ -6,6 +6,7 @@
 
 pub mod bodies;
 pub mod registrar;
+pub mod resync;
 pub mod rng;
 pub mod route;
 pub mod subscription;
