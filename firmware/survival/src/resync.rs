@@ -250,7 +250,7 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
     }
 
     fn interval_ms(&self) -> u64 {
-        (1000 + u64::from(self.rate) - 1) / u64::from(self.rate)
+        1000_u64.div_ceil(u64::from(self.rate))
     }
 
     fn refill(&mut self, now: Millis) {
