@@ -126,7 +126,9 @@ impl Scan {
                 }
                 Some(e) => {
                     self.unreadable += 1;
-                    tracing::warn!(table, after = self.after, error = %e, "unreadable rows skipped");
+                    if self.unreadable == 1 {
+                        tracing::warn!(table, after = self.after, error = %e, "unreadable rows skipped");
+                    }
                     if !rows.is_empty() {
                         return rows;
                     }
@@ -204,7 +206,7 @@ pub(crate) fn insert_quarantine(
     Ok(())
 }
 
-fn insert<T: Record>(conn: &Connection, rec: &T) -> rusqlite::Result<()> {
+pub(crate) fn insert<T: Record>(conn: &Connection, rec: &T) -> rusqlite::Result<()> {
     let cols = T::COLS.join(", ");
     let marks: Vec<String> = (1..=T::COLS.len()).map(|i| format!("?{i}")).collect();
     let sql = format!(

@@ -30,6 +30,7 @@
 //!   deleted) and a fresh store is created; [`OpenReport`] says so and an event is logged.
 //! - **Schema**: versioned, ordered migrations, A/B-rollback rule in [`schema`].
 
+pub mod damage;
 mod db;
 mod error;
 mod model;
@@ -88,6 +89,9 @@ pub struct StoreOptions {
     pub max_quarantine: usize,
     /// How long the reader waits for a lock.
     pub busy_timeout: Duration,
+    /// After setting a damaged store aside, copy every row of it that still reads and
+    /// verifies (checksum and all checks) into the fresh store.
+    pub salvage: bool,
 }
 
 impl Default for StoreOptions {
@@ -101,6 +105,7 @@ impl Default for StoreOptions {
             max_events: 10_000,
             max_quarantine: 10_000,
             busy_timeout: Duration::from_secs(5),
+            salvage: true,
         }
     }
 }
@@ -276,13 +281,58 @@ fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
     Ok(dest)
 }
 
+fn salvage_table<T: Record>(src: &Connection, dst: &Connection, chunk: usize) -> usize {
+    let mut keyed: HashMap<String, T> = HashMap::new();
+    let mut unkeyed = Vec::new();
+    let mut scan = Scan::new();
+    while !scan.done {
+        for (_, vals) in scan.next(src, T::TABLE, T::COLS, chunk) {
+            let Ok(rec) = T::decode(&vals) else { continue };
+            match rec.key() {
+                None => unkeyed.push(rec),
+                Some(k) => {
+                    if keyed
+                        .get(&k)
+                        .is_none_or(|old| rec.freshness() >= old.freshness())
+                    {
+                        keyed.insert(k, rec);
+                    }
+                }
+            }
+        }
+    }
+    keyed
+        .into_values()
+        .chain(unkeyed)
+        .filter(|rec| db::insert(dst, rec).is_ok())
+        .count()
+}
+
+/// Copy every row of a set-aside store that still reads and verifies into the fresh store.
+/// The set-aside file is opened read-only and never changed.
+fn salvage(from: &Path, into: &mut Connection, chunk: usize) -> rusqlite::Result<usize> {
+    let src = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    src.pragma_update(None, "cell_size_check", "ON")?;
+    // Lets SQLite read a file shorter than its header says (truncation) instead of
+    // refusing it whole; the connection is read-only, nothing can be written through it.
+    src.pragma_update(None, "writable_schema", "ON")?;
+    let tx = into.transaction()?;
+    let n = salvage_table::<Binding>(&src, &tx, chunk)
+        + salvage_table::<Subscription>(&src, &tx, chunk)
+        + salvage_table::<Mwi>(&src, &tx, chunk)
+        + salvage_table::<Event>(&src, &tx, chunk);
+    tx.commit()?;
+    Ok(n)
+}
+
 impl Store {
     /// Open (or create) the store at `path`.
     ///
     /// Runs `PRAGMA quick_check`; a file that fails it, is not an SQLite database, or is a
     /// database that is not a holdline store is renamed to `PATH.corrupt-YYYYMMDDTHHMMSSZ`
     /// (with its `-wal`/`-shm`) and a fresh store is created; an event `store.set_aside` is
-    /// logged in it. A store of a newer schema major is refused ([`StoreError::SchemaTooNew`])
+    /// logged in it. Every record of the damaged file that still reads and verifies is
+    /// salvaged into the fresh store ([`StoreOptions::salvage`]). A store of a newer schema major is refused ([`StoreError::SchemaTooNew`])
     /// and left untouched. Other errors (permissions, missing directory) are returned.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<(Store, OpenReport), StoreError> {
         let start = Instant::now();
@@ -315,17 +365,28 @@ impl Store {
             }
         };
         let Opened {
-            conn,
+            mut conn,
             found,
             applied,
         } = opened;
+        let mut salvaged = 0;
         if let (Some(dest), Some(why)) = (&aside, &aside_reason) {
+            if opts.salvage {
+                match salvage(dest, &mut conn, opts.load_chunk) {
+                    Ok(n) => salvaged = n,
+                    Err(e) => tracing::warn!(error = %e, "nothing salvaged from the damaged store"),
+                }
+            }
             let ev = Event {
                 at: unix_now().max(1),
                 kind: "store.set_aside".into(),
-                detail: format!("damaged store moved to {}: {why}", dest.display()),
+                detail: format!(
+                    "damaged store moved to {}: {why}; {salvaged} verified records salvaged",
+                    dest.display()
+                ),
             };
             db::apply(&conn, &Write::Event(ev))?;
+            tracing::warn!(salvaged, "records salvaged from the damaged store");
         }
         let quarantined_total = db::quarantine_count(&conn)?;
         let uv: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -355,6 +416,7 @@ impl Store {
             found_version: found,
             schema_version,
             migrations_applied: applied,
+            salvaged,
             quarantined_total,
             took: start.elapsed(),
         };

@@ -272,6 +272,8 @@ pub struct OpenReport {
     pub schema_version: (u32, u32),
     /// Migrations applied at this open.
     pub migrations_applied: usize,
+    /// Verified records copied from the set-aside file into the fresh store.
+    pub salvaged: usize,
     /// Rows already in quarantine at open.
     pub quarantined_total: u64,
     pub took: Duration,

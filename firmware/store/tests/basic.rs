@@ -1,5 +1,7 @@
 //! Round trips, removals, refused writes, events, MWI, reopen, purge of expired rows.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
