@@ -1,0 +1,385 @@
+//! `holdline update install BUNDLE` and `holdline update status`, and the
+//! update agent's hooks for the daemon. Owned by the images helper; the
+//! daemon declares `mod update_cmd;`, parses the command line and calls
+//! [`run`]; at start it calls [`start_agent`] and then [`tick`] every few
+//! seconds with its health verdict.
+//!
+//! Exit codes of [`run`] (the daemon's `Exit` table): 0 done; 1 the bundle
+//! was refused or the install failed (the running slot is untouched, the
+//! message says why); 3 the `[update]` configuration is unusable (layout or
+//! key file missing or invalid).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use holdline_update::agent::{BootEvent, InstallOptions, InstallReport, TickEvent};
+use holdline_update::slots::{BootloaderSpec, Layout, SlotName, SlotSpec, SlotTarget, Tools};
+use holdline_update::{keys, now_unix, Agent, AgentConfig, AgentError, UpdateStatus};
+use serde::Deserialize;
+
+/// `[update]` section of the appliance config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {
+    /// Persistent directory (data partition) for the update state; the
+    /// simulated board keeps its slots and boot environment here too.
+    pub state_dir: PathBuf,
+    /// A/B slot layout file (`images/<board>/slots.toml`, installed as
+    /// `/etc/holdline/slots.toml`). Absent: the built-in simulated layout,
+    /// only valid on the `sim` board.
+    pub layout: Option<PathBuf>,
+    /// Trusted public key file, or directory of `*.pub` files. Absent: every
+    /// bundle is refused.
+    pub keys: Option<PathBuf>,
+    /// A trial boot is committed after this many seconds of continuous health.
+    pub commit_after_secs: u64,
+    /// A trial not committed this long after its boot is rolled back.
+    pub trial_timeout_secs: u64,
+}
+
+/// Default of `[update] commit_after_secs`.
+pub const DEFAULT_COMMIT_AFTER_SECS: u64 = 120;
+/// Default of `[update] trial_timeout_secs`.
+pub const DEFAULT_TRIAL_TIMEOUT_SECS: u64 = 600;
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            state_dir: PathBuf::from("update"),
+            layout: None,
+            keys: None,
+            commit_after_secs: DEFAULT_COMMIT_AFTER_SECS,
+            trial_timeout_secs: DEFAULT_TRIAL_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// What `holdline update ...` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateAction {
+    /// `holdline update install BUNDLE [--allow-downgrade] [--retry-failed] [--no-reboot]`
+    Install {
+        /// Bundle file.
+        bundle: PathBuf,
+        /// Field-tech override: allow an older version.
+        allow_downgrade: bool,
+        /// Try a version that failed its trial here before.
+        retry_failed: bool,
+        /// Do not reboot now (real boards).
+        no_reboot: bool,
+    },
+    /// `holdline update status [--json]`
+    Status {
+        /// Machine-readable output.
+        json: bool,
+    },
+}
+
+/// Errors setting the agent up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateCmdError {
+    /// `[update] layout` unreadable or invalid.
+    #[error("update layout {path}: {detail}")]
+    Layout {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// No layout for a real board.
+    #[error("no [update] layout configured for board {0:?} (only \"sim\" has a built-in one)")]
+    NoLayout(String),
+    /// Layout belongs to another board.
+    #[error("update layout is for board {layout:?}, this appliance is {board:?}")]
+    LayoutBoard {
+        /// Board of the layout.
+        layout: String,
+        /// This board.
+        board: String,
+    },
+    /// Keys unreadable.
+    #[error("update keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    /// No trusted key configured.
+    #[error("no trusted update keys configured ([update] keys); bundles are refused")]
+    NoKeys,
+    /// The agent failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+impl UpdateCmdError {
+    /// Process exit code (see module docs).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            UpdateCmdError::Agent(_) | UpdateCmdError::NoKeys => 1,
+            _ => 3,
+        }
+    }
+}
+
+/// The built-in layout of the simulated board: slot directories and the
+/// boot environment file under the state directory.
+pub fn sim_layout() -> Layout {
+    let dir = |name: SlotName, p: &str| SlotSpec {
+        name,
+        target: SlotTarget::Dir { path: p.into() },
+    };
+    Layout {
+        board: "sim".into(),
+        bootloader: BootloaderSpec::File {
+            env: "bootenv".into(),
+        },
+        cmdline: "/proc/cmdline".into(),
+        slot: vec![dir(SlotName::A, "slots/a"), dir(SlotName::B, "slots/b")],
+    }
+}
+
+fn load_layout(cfg: &UpdateConfig, board: &str) -> Result<Layout, UpdateCmdError> {
+    let layout = match &cfg.layout {
+        None if board == "sim" => sim_layout(),
+        None => return Err(UpdateCmdError::NoLayout(board.to_owned())),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| UpdateCmdError::Layout {
+                path: p.clone(),
+                detail: e.to_string(),
+            })?;
+            Layout::parse(&text).map_err(|e| UpdateCmdError::Layout {
+                path: p.clone(),
+                detail: e.to_string(),
+            })?
+        }
+    };
+    if layout.board != board {
+        return Err(UpdateCmdError::LayoutBoard {
+            layout: layout.board,
+            board: board.to_owned(),
+        });
+    }
+    Ok(layout)
+}
+
+/// Opens the agent for `board` (the `[board] profile`). With
+/// `need_keys`, a missing `[update] keys` is an error.
+pub fn open_agent(
+    cfg: &UpdateConfig,
+    board: &str,
+    need_keys: bool,
+) -> Result<Agent, UpdateCmdError> {
+    let layout = load_layout(cfg, board)?;
+    let keys = match &cfg.keys {
+        Some(p) => keys::load_keyring(p)?,
+        None if need_keys => return Err(UpdateCmdError::NoKeys),
+        None => Vec::new(),
+    };
+    Ok(Agent::open(AgentConfig {
+        board: board.to_owned(),
+        state_dir: cfg.state_dir.clone(),
+        layout,
+        keys,
+        commit_after_secs: cfg.commit_after_secs,
+        trial_timeout_secs: cfg.trial_timeout_secs,
+        tools: Tools::default(),
+    })?)
+}
+
+/// The running binary's version.
+pub fn running_version() -> semver::Version {
+    env!("CARGO_PKG_VERSION")
+        .parse()
+        .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+}
+
+/// Daemon start: on the simulated board this is the power-on (the file
+/// bootloader picks the slot); then the agent reconciles its state with the
+/// slot that booted (trial started, or a fallback detected and recorded).
+pub fn start_agent(cfg: &UpdateConfig, board: &str) -> Result<(Agent, BootEvent), UpdateCmdError> {
+    let mut agent = open_agent(cfg, board, false)?;
+    if agent.is_simulated() {
+        agent.sim_power_on()?;
+    }
+    let event = agent.on_boot(now_unix(), &running_version())?;
+    Ok((agent, event))
+}
+
+/// What the daemon must do after a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TickAction {
+    /// Nothing.
+    Continue,
+    /// The trial was committed (log it).
+    Committed(String),
+    /// The trial failed. On a real board the agent already ran `systemctl
+    /// reboot`; on the simulated board the daemon must now stop and be
+    /// started again (that start is the "reboot" into the old slot).
+    Restart {
+        /// Version that failed.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Called every few seconds (e.g. every 5 s) with the daemon's health:
+/// critical tasks fresh and cloud reachable or survival working.
+pub fn tick(agent: &mut Agent, healthy: bool) -> Result<TickAction, AgentError> {
+    match agent.tick(now_unix(), healthy)? {
+        TickEvent::Idle | TickEvent::Waiting { .. } => {
+            // An install through the CLI or the management API on the
+            // simulated board asks for a restart too.
+            if agent.is_simulated() && agent.take_reboot_request()? {
+                return Ok(TickAction::Restart {
+                    version: String::new(),
+                    reason: "update installed; restarting into the new slot".into(),
+                });
+            }
+            Ok(TickAction::Continue)
+        }
+        TickEvent::Committed(v) => Ok(TickAction::Committed(v.to_string())),
+        TickEvent::RolledBack { version, reason } => {
+            if agent.is_simulated() {
+                agent.take_reboot_request()?;
+            }
+            Ok(TickAction::Restart {
+                version: version.to_string(),
+                reason,
+            })
+        }
+    }
+}
+
+/// Installs a bundle (CLI and management API).
+pub fn install(
+    cfg: &UpdateConfig,
+    board: &str,
+    bundle: &Path,
+    opts: InstallOptions,
+) -> Result<InstallReport, UpdateCmdError> {
+    let mut agent = open_agent(cfg, board, true)?;
+    Ok(agent.install(bundle, opts, now_unix())?)
+}
+
+/// The update status (CLI, console, management API).
+pub fn status(cfg: &UpdateConfig, board: &str) -> Result<UpdateStatus, UpdateCmdError> {
+    Ok(open_agent(cfg, board, false)?.status()?)
+}
+
+/// Runs `holdline update ...`: answer on `out`, errors on `err`; returns the exit code.
+pub fn run(
+    cfg: &UpdateConfig,
+    board: &str,
+    action: UpdateAction,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let result = match action {
+        UpdateAction::Install {
+            bundle,
+            allow_downgrade,
+            retry_failed,
+            no_reboot,
+        } => {
+            let opts = InstallOptions {
+                allow_downgrade,
+                retry_failed,
+                no_reboot,
+            };
+            install(cfg, board, &bundle, opts).map(|r| {
+                let reboot = if r.rebooting {
+                    "rebooting into it for a trial boot"
+                } else {
+                    "reboot to start its trial boot"
+                };
+                format!("installed {} into slot {}; {reboot}\n", r.version, r.slot)
+            })
+        }
+        UpdateAction::Status { json } => status(cfg, board).map(|s| {
+            if json {
+                serde_json::to_string_pretty(&s)
+                    .map_or_else(|e| format!("{{\"error\":\"{e}\"}}"), |t| t + "\n")
+            } else {
+                s.render_text()
+            }
+        }),
+    };
+    match result {
+        Ok(text) => {
+            let _ = out.write_all(text.as_bytes());
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "holdline update: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim_cfg(dir: &Path, keys: Option<PathBuf>) -> UpdateConfig {
+        UpdateConfig {
+            state_dir: dir.join("update"),
+            keys,
+            commit_after_secs: 0,
+            ..UpdateConfig::default()
+        }
+    }
+
+    #[test]
+    fn status_on_a_fresh_sim_board() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = sim_cfg(dir.path(), None);
+        let (_agent, ev) = start_agent(&cfg, "sim").unwrap();
+        assert_eq!(ev, BootEvent::Normal(SlotName::A));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(
+            &cfg,
+            "sim",
+            UpdateAction::Status { json: true },
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+        let st: UpdateStatus = serde_json::from_slice(&out).unwrap();
+        assert_eq!(st.running_version, Some(running_version()));
+        let code = run(
+            &cfg,
+            "sim",
+            UpdateAction::Status { json: false },
+            &mut out,
+            &mut err,
+        );
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn install_without_keys_and_real_board_without_layout_fail_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = sim_cfg(dir.path(), None);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let action = UpdateAction::Install {
+            bundle: dir.path().join("x.hlb"),
+            allow_downgrade: false,
+            retry_failed: false,
+            no_reboot: false,
+        };
+        assert_eq!(run(&cfg, "sim", action.clone(), &mut out, &mut err), 1);
+        assert!(String::from_utf8_lossy(&err).contains("no trusted update keys"));
+        err.clear();
+        assert_eq!(run(&cfg, "apu2", action, &mut out, &mut err), 3);
+        assert!(String::from_utf8_lossy(&err).contains("no [update] layout"));
+    }
+
+    #[test]
+    fn config_section_is_strict() {
+        let ok: UpdateConfig =
+            toml::from_str("state_dir = \"/var/lib/holdline/update\"\ncommit_after_secs = 60\n")
+                .unwrap();
+        assert_eq!(ok.commit_after_secs, 60);
+        assert_eq!(ok.trial_timeout_secs, DEFAULT_TRIAL_TIMEOUT_SECS);
+        let err = toml::from_str::<UpdateConfig>("commit_after = 60\n").unwrap_err();
+        assert!(err.to_string().contains("commit_after"), "{err}");
+    }
+}
