@@ -1020,6 +1020,84 @@ impl Message {
         Ok(r)
     }
 
+    /// Copies the raw line of the first value of `kind` only (top Via).
+    fn copy_first_item_from(&mut self, other: &Message, kind: HeaderName) -> Option<()> {
+        let first = other.list(kind).next()?;
+        let name = kind.canonical();
+        self.lines.push(Self::owned_line(kind, name, first));
+        Some(())
+    }
+
+    /// Builds the CANCEL for an INVITE (RFC 3261 §9.1): same Request-URI,
+    /// Call-ID, From, To, CSeq number, top Via only and Route set.
+    pub fn cancel_for(invite: &Message) -> Result<Message, EditError> {
+        if invite.method() != Some(&Method::Invite) {
+            return Err(EditError::WrongKind);
+        }
+        let uri = invite.request_uri().ok_or(EditError::WrongKind)?;
+        let cseq = invite.cseq().ok_or(EditError::BadValue("CSeq"))?;
+        let mut c = Message::new_request(Method::Cancel, uri)?;
+        c.copy_first_item_from(invite, HeaderName::Via)
+            .ok_or(EditError::BadValue("Via"))?;
+        c.lines.push(Self::owned_line(
+            HeaderName::MaxForwards,
+            "Max-Forwards",
+            "70",
+        ));
+        c.copy_lines_from(invite, HeaderName::From);
+        c.copy_lines_from(invite, HeaderName::To);
+        c.copy_lines_from(invite, HeaderName::CallId);
+        c.lines.push(Self::owned_line(
+            HeaderName::CSeq,
+            "CSeq",
+            &format!("{} CANCEL", cseq.seq),
+        ));
+        c.copy_lines_from(invite, HeaderName::Route);
+        c.lines.push(Self::owned_line(
+            HeaderName::ContentLength,
+            "Content-Length",
+            "0",
+        ));
+        Ok(c)
+    }
+
+    /// Builds the ACK for a non-2xx final response to an INVITE
+    /// (RFC 3261 §17.1.1.3): hop by hop, same branch as the INVITE.
+    pub fn ack_for(invite: &Message, response: &Message) -> Result<Message, EditError> {
+        if invite.method() != Some(&Method::Invite) || !response.is_response() {
+            return Err(EditError::WrongKind);
+        }
+        let uri = invite.request_uri().ok_or(EditError::WrongKind)?;
+        let cseq = invite.cseq().ok_or(EditError::BadValue("CSeq"))?;
+        let mut a = Message::new_request(Method::Ack, uri)?;
+        a.copy_first_item_from(invite, HeaderName::Via)
+            .ok_or(EditError::BadValue("Via"))?;
+        a.lines.push(Self::owned_line(
+            HeaderName::MaxForwards,
+            "Max-Forwards",
+            "70",
+        ));
+        a.copy_lines_from(invite, HeaderName::From);
+        if response.has(HeaderName::To) {
+            a.copy_lines_from(response, HeaderName::To);
+        } else {
+            a.copy_lines_from(invite, HeaderName::To);
+        }
+        a.copy_lines_from(invite, HeaderName::CallId);
+        a.lines.push(Self::owned_line(
+            HeaderName::CSeq,
+            "CSeq",
+            &format!("{} ACK", cseq.seq),
+        ));
+        a.copy_lines_from(invite, HeaderName::Route);
+        a.lines.push(Self::owned_line(
+            HeaderName::ContentLength,
+            "Content-Length",
+            "0",
+        ));
+        Ok(a)
+    }
+
     /// A stable tag derived from the request (for To tags of local answers).
     pub fn local_tag(&self) -> String {
         let mut h = std::hash::DefaultHasher::new();
