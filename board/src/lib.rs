@@ -12,12 +12,14 @@
 //!   character-device lines via linux-embedded-hal behind feature `gpio-cdev`).
 //! - [`leds`]: what the LEDs show for each appliance state (pure) and the
 //!   driver of the board's LEDs.
+//! - [`button`]: short press harmless, long press = factory reset (pure).
 //! - [`serial`]: the console port (tokio-serial UART, or a pty when simulated).
 //! - [`profile`]: board profiles (TOML, built in from `board/profiles/` or a
 //!   file); [`Board::from_profile`] opens one.
 //!
 //! Every error is an [`Error`] with a [`ErrorKind`] from [`Error::kind`].
 
+pub mod button;
 pub mod error;
 pub mod leds;
 pub mod pin;
@@ -232,6 +234,70 @@ mod tests {
             board.watchdog.as_mut().unwrap().boot_status().unwrap(),
             BootStatus::PowerOn
         );
+    }
+
+    /// Each cloud state, as the simulated pins see it over one blink cycle
+    /// (8 ticks): (cloud, cloud_alt) levels.
+    #[test]
+    fn led_pins_for_each_cloud_state() {
+        let dir = std::env::temp_dir().join(format!("holdline-leds-sim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut board = Board::open(
+            Profile::load("sim").unwrap(),
+            OpenOptions {
+                state_dir: dir,
+                sim_expiry: Expiry::ExitProcess,
+            },
+        )
+        .unwrap();
+        let pins = board.sim_pins();
+        let cycle = |board: &mut Board, cloud: CloudLight| -> (Vec<bool>, Vec<bool>, bool, bool) {
+            let ind = Indication {
+                health: HealthLight::Healthy,
+                cloud,
+                fault: false,
+                button_long_press: false,
+            };
+            let mut green = Vec::new();
+            let mut amber = Vec::new();
+            for phase in 0..8 {
+                board.leds.show(&ind, phase).unwrap();
+                green.push(pins.cloud.level());
+                amber.push(pins.cloud_alt.level());
+            }
+            (green, amber, pins.status.level(), pins.fault.level())
+        };
+        let on = vec![true; 8];
+        let off = vec![false; 8];
+        let fast = vec![true, false, true, false, true, false, true, false];
+
+        let (g, a, status, fault) = cycle(&mut board, CloudLight::Up);
+        assert_eq!((g, a), (on.clone(), off.clone()));
+        assert!(status && !fault);
+        let (g, a, _, _) = cycle(&mut board, CloudLight::Survival);
+        assert_eq!((g, a), (off.clone(), on.clone()));
+        let (g, a, _, _) = cycle(&mut board, CloudLight::Recovering);
+        assert_eq!((g, a), (fast, off.clone()));
+        let (g, a, _, _) = cycle(&mut board, CloudLight::Unknown);
+        assert_eq!((g, a), (off.clone(), off));
+        // The pins went through exactly those changes, in order.
+        assert_eq!(pins.cloud_alt.history(), vec![false, true, false]);
+        let report = board.leds.report();
+        assert_eq!(report.len(), 4);
+        assert_eq!(report[1].name, "cloud");
+
+        // A fault lights the fault LED; a stale task blinks the status LED.
+        let ind = Indication {
+            health: HealthLight::Unhealthy,
+            cloud: CloudLight::Up,
+            fault: true,
+            button_long_press: false,
+        };
+        board.leds.show(&ind, 1).unwrap();
+        assert!(pins.fault.level());
+        assert!(!pins.status.level());
+        board.leds.show(&ind, 2).unwrap();
+        assert!(pins.status.level());
     }
 
     #[test]
