@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use holdline_update::agent::{BootEvent, InstallOptions, InstallReport, TickEvent};
-use holdline_update::slots::{BootloaderSpec, Layout, SlotName, SlotSpec, SlotTarget, Tools};
+use holdline_update::slots::{Layout, Tools};
 use holdline_update::{keys, now_unix, Agent, AgentConfig, AgentError, UpdateStatus};
 use serde::Deserialize;
 
@@ -118,26 +118,9 @@ impl UpdateCmdError {
     }
 }
 
-/// The built-in layout of the simulated board: slot directories and the
-/// boot environment file under the state directory.
-pub fn sim_layout() -> Layout {
-    let dir = |name: SlotName, p: &str| SlotSpec {
-        name,
-        target: SlotTarget::Dir { path: p.into() },
-    };
-    Layout {
-        board: "sim".into(),
-        bootloader: BootloaderSpec::File {
-            env: "bootenv".into(),
-        },
-        cmdline: "/proc/cmdline".into(),
-        slot: vec![dir(SlotName::A, "slots/a"), dir(SlotName::B, "slots/b")],
-    }
-}
-
 fn load_layout(cfg: &UpdateConfig, board: &str) -> Result<Layout, UpdateCmdError> {
     let layout = match &cfg.layout {
-        None if board == "sim" => sim_layout(),
+        None if board == "sim" => Layout::simulated(),
         None => return Err(UpdateCmdError::NoLayout(board.to_owned())),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| UpdateCmdError::Layout {
@@ -332,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = sim_cfg(dir.path(), None);
         let (_agent, ev) = start_agent(&cfg, "sim").unwrap();
-        assert_eq!(ev, BootEvent::Normal(SlotName::A));
+        assert_eq!(ev, BootEvent::Normal(holdline_update::slots::SlotName::A));
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(
             &cfg,

@@ -156,6 +156,23 @@ impl Layout {
         Ok(l)
     }
 
+    /// The simulated board's layout (`images/sim/slots.toml`): slot
+    /// directories and the boot environment file under the state directory.
+    pub fn simulated() -> Layout {
+        let dir = |name: SlotName, p: &str| SlotSpec {
+            name,
+            target: SlotTarget::Dir { path: p.into() },
+        };
+        Layout {
+            board: "sim".into(),
+            bootloader: BootloaderSpec::File {
+                env: "bootenv".into(),
+            },
+            cmdline: default_cmdline(),
+            slot: vec![dir(SlotName::A, "slots/a"), dir(SlotName::B, "slots/b")],
+        }
+    }
+
     /// The spec of `slot`.
     pub fn slot(&self, slot: SlotName) -> Option<&SlotSpec> {
         self.slot.iter().find(|s| s.name == slot)
