@@ -1,0 +1,674 @@
+//! The appliance's configuration: TOML, strictly typed.
+//!
+//! Every section and key has a named default, so an empty file (or no file:
+//! `holdline run` without `--config`) is a complete loopback configuration
+//! on the simulated board. Unknown keys are errors (`deny_unknown_fields`),
+//! never ignored: a typo must not silently fall back to a default.
+//! Errors are one line naming the file, the key path and, when known, the
+//! line: `bad config x.toml: lan.listen[0]: expected "udp:IP:PORT" ... (line 3)`.
+//!
+//! Relative paths (`[store] path`, `[console] socket`) resolve against the
+//! working directory of the process, as usual for a Unix daemon.
+//!
+//! The keys of DESIGN.md's contract (`[lan] listen`, `[wan] listen`,
+//! `[cloud] proxy/domain/trusted/resync_rate`, `[survival] backup_route/
+//! emergency`, `[store] path`, `[board] profile`, `[console] socket`) keep
+//! their names and meanings; everything else here is an extension.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// A bad configuration: read, parse or validation failure. `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("bad config {path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key, wrong type or bad value.
+    #[error("bad config {path}: {key}: {msg}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Key path, e.g. `lan.listen[0]` (`(top)` for the whole file).
+        key: String,
+        /// What is wrong.
+        msg: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+    },
+    /// Values that parse but do not make sense together.
+    #[error("bad config {path}: {key}: {msg}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Key path.
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// SIP transport of a listener or a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 as `udp:[::1]:5060`). No names: nothing resolves DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Endpoint {
+    /// Transport.
+    pub transport: Transport,
+    /// Address and port.
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected \"udp:IP:PORT\" or \"tcp:IP:PORT\", got {s:?}");
+        let (t, rest) = s.split_once(':').ok_or_else(bad)?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => return Err(bad()),
+        };
+        let addr: SocketAddr = rest.parse().map_err(|_| bad())?;
+        Ok(Endpoint { transport, addr })
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+/// An IP network, `10.0.0.0/8`, or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Subnet {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected \"IP/PREFIX\" or \"IP\", got {s:?}");
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Subnet { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Phones' side.
+    pub lan: Lan,
+    /// Cloud's side.
+    pub wan: Wan,
+    /// The hosted PBX.
+    pub cloud: Cloud,
+    /// Uplink monitor (extension).
+    pub uplink: Uplink,
+    /// SIP protocol knobs (extension).
+    pub sip: Sip,
+    /// Survival routing.
+    pub survival: Survival,
+    /// SQLite store.
+    pub store: Store,
+    /// Hardware profile.
+    pub board: Board,
+    /// Console socket.
+    pub console: Console,
+    /// Logging (extension).
+    pub log: Log,
+    /// Firmware update agent (images helper's section).
+    pub update: crate::update_cmd::UpdateConfig,
+    /// Management HTTP API (images helper's section).
+    pub mgmt: crate::mgmt::MgmtConfig,
+}
+
+/// `[lan]`: where phones reach the appliance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lan {
+    /// Listeners, `udp:IP:PORT` / `tcp:IP:PORT`.
+    pub listen: Vec<Endpoint>,
+    /// Extension: source networks phones may use; anything else is refused.
+    pub subnets: Vec<Subnet>,
+    /// Extension: address to put in Via/Record-Route on this side when a
+    /// listener is bound to a wildcard address.
+    pub advertise: Option<IpAddr>,
+}
+
+impl Default for Lan {
+    fn default() -> Self {
+        Lan {
+            listen: default_lan_listen(),
+            subnets: default_lan_subnets(),
+            advertise: None,
+        }
+    }
+}
+
+fn default_lan_listen() -> Vec<Endpoint> {
+    let a = SocketAddr::from((Ipv4Addr::LOCALHOST, 5060));
+    vec![
+        Endpoint {
+            transport: Transport::Udp,
+            addr: a,
+        },
+        Endpoint {
+            transport: Transport::Tcp,
+            addr: a,
+        },
+    ]
+}
+
+fn default_lan_subnets() -> Vec<Subnet> {
+    vec![Subnet {
+        addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+        prefix: 8,
+    }]
+}
+
+/// `[wan]`: where the cloud reaches the appliance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wan {
+    /// Listeners.
+    pub listen: Vec<Endpoint>,
+    /// Extension: address for Via/Path/Record-Route on this side (see `[lan] advertise`).
+    pub advertise: Option<IpAddr>,
+}
+
+impl Default for Wan {
+    fn default() -> Self {
+        let a = SocketAddr::from((Ipv4Addr::LOCALHOST, 5070));
+        Wan {
+            listen: vec![
+                Endpoint {
+                    transport: Transport::Udp,
+                    addr: a,
+                },
+                Endpoint {
+                    transport: Transport::Tcp,
+                    addr: a,
+                },
+            ],
+            advertise: None,
+        }
+    }
+}
+
+/// `[cloud]`: the hosted PBX.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cloud {
+    /// Where requests to the cloud go.
+    pub proxy: Endpoint,
+    /// SIP domain the cloud serves.
+    pub domain: String,
+    /// The cloud accepts REGISTERs on phones' behalf.
+    pub trusted: bool,
+    /// Bindings per second given back after an outage.
+    pub resync_rate: u32,
+    /// Extension: further source addresses the cloud sends from (the
+    /// proxy's address is always allowed).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Default for Cloud {
+    fn default() -> Self {
+        Cloud {
+            proxy: Endpoint {
+                transport: Transport::Udp,
+                addr: SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 5060)),
+            },
+            domain: "cloud.test".to_string(),
+            trusted: false,
+            resync_rate: 50,
+            addresses: Vec::new(),
+        }
+    }
+}
+
+/// `[uplink]` (extension): the OPTIONS probe of the cloud.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Uplink {
+    /// Interval between probes.
+    pub probe_interval_ms: u64,
+    /// A probe without an answer after this long counts as missed.
+    pub probe_timeout_ms: u64,
+    /// Missed probes in a row before the cloud counts as down.
+    pub down_after: u32,
+}
+
+impl Default for Uplink {
+    fn default() -> Self {
+        Uplink {
+            probe_interval_ms: 5_000,
+            probe_timeout_ms: 1_000,
+            down_after: 3,
+        }
+    }
+}
+
+/// `[sip]` (extension): protocol knobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sip {
+    /// RFC 3261 T1 (round-trip estimate), ms.
+    pub t1_ms: u64,
+    /// Largest message accepted, bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            t1_ms: 500,
+            max_message_size: 65_535,
+        }
+    }
+}
+
+/// `[survival]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Survival {
+    /// Optional PSTN gateway / backup trunk.
+    pub backup_route: Option<Endpoint>,
+    /// Numbers that always have a route.
+    pub emergency: Vec<String>,
+}
+
+impl Default for Survival {
+    fn default() -> Self {
+        Survival {
+            backup_route: None,
+            emergency: vec!["911".to_string(), "112".to_string()],
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// SQLite database file.
+    pub path: PathBuf,
+    /// Extension: seconds between purges of expired bindings.
+    pub purge_interval_s: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            path: PathBuf::from("holdline.db"),
+            purge_interval_s: 60,
+        }
+    }
+}
+
+/// `[board]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Board {
+    /// Hardware profile name (`sim` for the simulated board).
+    pub profile: String,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            profile: "sim".to_string(),
+        }
+    }
+}
+
+/// `[console]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Console {
+    /// Unix socket of the console.
+    pub socket: PathBuf,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            socket: PathBuf::from("console.sock"),
+        }
+    }
+}
+
+/// `[log]` (extension).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `tracing` filter, e.g. `info` or `holdline=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key: if key == "." || key.is_empty() {
+                    "(top)".to_string()
+                } else {
+                    key
+                },
+                msg: inner.message().trim().replace('\n', " "),
+                line,
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, msg: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            msg,
+        };
+        if self.lan.listen.is_empty() {
+            return Err(invalid("lan.listen", "needs at least one listener".into()));
+        }
+        if self.wan.listen.is_empty() {
+            return Err(invalid("wan.listen", "needs at least one listener".into()));
+        }
+        for (i, l) in self.lan.listen.iter().enumerate() {
+            if self.wan.listen.contains(l) {
+                return Err(invalid(
+                    &format!("lan.listen[{i}]"),
+                    format!("{l} is also a WAN listener; LAN and WAN must differ"),
+                ));
+            }
+        }
+        let d = &self.cloud.domain;
+        if d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(invalid(
+                "cloud.domain",
+                format!("expected a SIP domain like \"cloud.test\", got {d:?}"),
+            ));
+        }
+        if self.cloud.resync_rate == 0 {
+            return Err(invalid("cloud.resync_rate", "must be at least 1".into()));
+        }
+        if !(50..=3_600_000).contains(&self.uplink.probe_interval_ms) {
+            return Err(invalid(
+                "uplink.probe_interval_ms",
+                "must be between 50 and 3600000".into(),
+            ));
+        }
+        if self.uplink.probe_timeout_ms == 0 {
+            return Err(invalid("uplink.probe_timeout_ms", "must be > 0".into()));
+        }
+        if self.uplink.down_after == 0 {
+            return Err(invalid("uplink.down_after", "must be at least 1".into()));
+        }
+        if !(50..=10_000).contains(&self.sip.t1_ms) {
+            return Err(invalid("sip.t1_ms", "must be between 50 and 10000".into()));
+        }
+        if !(1_500..=1_048_576).contains(&self.sip.max_message_size) {
+            return Err(invalid(
+                "sip.max_message_size",
+                "must be between 1500 and 1048576".into(),
+            ));
+        }
+        for (i, e) in self.survival.emergency.iter().enumerate() {
+            if e.is_empty()
+                || !e
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+            {
+                return Err(invalid(
+                    &format!("survival.emergency[{i}]"),
+                    format!("expected a dial string of digits, got {e:?}"),
+                ));
+            }
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty".into()));
+        }
+        if self.console.socket.as_os_str().is_empty() {
+            return Err(invalid("console.socket", "must not be empty".into()));
+        }
+        if self.board.profile.is_empty() {
+            return Err(invalid("board.profile", "must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.lan.listen[0].to_string(), "udp:127.0.0.1:5060");
+        assert_eq!(c.wan.listen[1].to_string(), "tcp:127.0.0.1:5070");
+        assert_eq!(c.cloud.proxy.to_string(), "udp:127.0.0.2:5060");
+        assert_eq!(c.cloud.domain, "cloud.test");
+        assert_eq!(c.store.path, PathBuf::from("holdline.db"));
+        assert_eq!(c.board.profile, "sim");
+        assert_eq!(c.survival.emergency, vec!["911", "112"]);
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let c = parse(
+            r#"
+[lan]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+[wan]
+listen = ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
+[cloud]
+proxy = "udp:127.0.0.2:5060"
+domain = "cloud.test"
+trusted = false
+resync_rate = 50
+[survival]
+backup_route = "udp:127.0.0.3:5060"
+emergency = ["911", "112"]
+[store]
+path = "holdline.db"
+[board]
+profile = "sim"
+[console]
+socket = "console.sock"
+"#,
+        )
+        .expect("the design's example");
+        assert_eq!(
+            c.survival.backup_route.map(|e| e.to_string()),
+            Some("udp:127.0.0.3:5060".to_string())
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_on_one_line() {
+        let e = parse("[cloud]\ndomain = \"x.test\"\nprxy = \"udp:1.2.3.4:5\"\n")
+            .expect_err("unknown key");
+        let s = e.to_string();
+        assert!(s.contains("prxy"), "{s}");
+        assert!(s.contains("cloud"), "{s}");
+        assert!(s.contains("line 3"), "{s}");
+        assert!(!s.contains('\n'), "{s}");
+        let e = parse("[lann]\n").expect_err("unknown section");
+        assert!(e.to_string().contains("lann"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let e = parse("[lan]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:nonsense\"]\n")
+            .expect_err("bad address");
+        let s = e.to_string();
+        assert!(s.contains("lan.listen[1]"), "{s}");
+        assert!(s.contains("udp:nonsense"), "{s}");
+        assert!(!s.contains('\n'), "{s}");
+        let e = parse("[cloud]\nproxy = \"sctp:127.0.0.2:5060\"\n").expect_err("bad transport");
+        assert!(e.to_string().contains("cloud.proxy"), "{e}");
+        let e = parse("[lan]\nsubnets = [\"10.0.0.0/40\"]\n").expect_err("bad subnet");
+        assert!(e.to_string().contains("lan.subnets[0]"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_semantics() {
+        let e = parse("[cloud]\ntrusted = \"yes\"\n").expect_err("wrong type");
+        assert!(e.to_string().contains("cloud.trusted"), "{e}");
+        let e = parse("[cloud]\ndomain = \"\"\n").expect_err("empty domain");
+        assert!(e.to_string().contains("cloud.domain"), "{e}");
+        let e = parse("[wan]\nlisten = [\"udp:127.0.0.1:5060\"]\n").expect_err("same as LAN");
+        assert!(e.to_string().contains("lan.listen[0]"), "{e}");
+        let e = parse("[sip]\nt1_ms = 1\n").expect_err("t1");
+        assert!(e.to_string().contains("sip.t1_ms"), "{e}");
+        let e = parse("[lan\n").expect_err("syntax");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = Config::load(Path::new("/nonexistent/holdline.toml")).expect_err("missing");
+        let s = e.to_string();
+        assert!(s.contains("/nonexistent/holdline.toml"), "{s}");
+        assert!(!s.contains('\n'), "{s}");
+    }
+
+    /// Every appliance config shipped in an image parses (STYLE.md 6).
+    #[test]
+    fn every_image_config_parses() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.parent().is_some_and(|d| d.ends_with("etc/holdline"))
+                    && p.extension().is_some_and(|x| x == "toml")
+                {
+                    out.push(p);
+                }
+            }
+        }
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+        let mut found = Vec::new();
+        walk(&images, &mut found);
+        assert!(!found.is_empty(), "no configs under {}", images.display());
+        for p in &found {
+            if let Err(e) = Config::load(p) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn subnets_and_ipv6() {
+        let s: Subnet = "10.1.0.0/16".parse().expect("subnet");
+        assert_eq!(s.prefix, 16);
+        let s: Subnet = "::1".parse().expect("v6 host");
+        assert_eq!(s.prefix, 128);
+        let e: Endpoint = "tcp:[::1]:5060".parse().expect("v6 endpoint");
+        assert_eq!(e.transport, Transport::Tcp);
+    }
+}

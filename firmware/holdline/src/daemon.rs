@@ -1,0 +1,320 @@
+//! `holdline run`: the tokio driver around `holdline_core::Edge`.
+//!
+//! One loop task owns the edge. It waits for the first of: a message from
+//! the sockets, a store completion, a console request, the edge's timer,
+//! or SIGTERM/SIGINT; feeds it to the edge; then drains the edge's outputs
+//! (messages to send, batches to write). Store batches go to the store's
+//! group-commit writer; a batch with a token reports back when durable,
+//! which releases the REGISTER 2xx it holds.
+//!
+//! Start order: store (open, load), sockets, console; then the `ready` log
+//! line. A failure at any step exits with its documented code, nothing
+//! left half-started.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use holdline_core::{Edge, EdgeConfig, Peer, ProbeConfig, Subnet, Transport};
+use holdline_store::{Store, StoreOptions};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use crate::console_srv::{self, ConsoleRequest};
+use crate::exit::Exit;
+use crate::net::{self, NetEvent};
+use crate::persist;
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn peer(e: &config::Endpoint) -> Peer {
+    Peer {
+        transport: match e.transport {
+            config::Transport::Udp => Transport::Udp,
+            config::Transport::Tcp => Transport::Tcp,
+        },
+        addr: e.addr,
+    }
+}
+
+/// The edge's settings from the config.
+pub fn edge_config(cfg: &Config) -> EdgeConfig {
+    let mut cloud_addrs: Vec<IpAddr> = cfg.cloud.addresses.clone();
+    if let Some(b) = &cfg.survival.backup_route {
+        cloud_addrs.push(b.addr.ip());
+    }
+    EdgeConfig {
+        lan: cfg.lan.listen.iter().map(peer).collect(),
+        wan: cfg.wan.listen.iter().map(peer).collect(),
+        lan_advertise: cfg.lan.advertise,
+        wan_advertise: cfg.wan.advertise,
+        lan_subnets: cfg
+            .lan
+            .subnets
+            .iter()
+            .map(|s| Subnet {
+                addr: s.addr,
+                prefix: s.prefix,
+            })
+            .collect(),
+        cloud: peer(&cfg.cloud.proxy),
+        cloud_addrs,
+        domain: cfg.cloud.domain.clone(),
+        probe: ProbeConfig {
+            interval: Duration::from_millis(cfg.uplink.probe_interval_ms),
+            timeout: Duration::from_millis(cfg.uplink.probe_timeout_ms),
+            down_after: cfg.uplink.down_after,
+        },
+        seed: u64::from(std::process::id()) ^ (unix_now() as u64).rotate_left(17),
+    }
+}
+
+enum Wake {
+    Net(NetEvent),
+    StoreDone(u64, bool),
+    Console(ConsoleRequest),
+    Timer,
+    Shutdown(&'static str),
+}
+
+/// Runs the appliance until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> Exit {
+    let started = Instant::now();
+    // Store.
+    let opts = StoreOptions {
+        purge_interval: Duration::from_secs(cfg.store.purge_interval_s.max(1)),
+        ..StoreOptions::default()
+    };
+    let path = cfg.store.path.clone();
+    let opened = tokio::task::spawn_blocking(move || Store::open(&path, opts)).await;
+    let (store, report) = match opened {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            error!(path = %cfg.store.path.display(), error = %e, "store cannot be opened");
+            eprintln!("holdline: store {}: {e}", cfg.store.path.display());
+            return Exit::StoreFatal;
+        }
+        Err(e) => {
+            error!(error = %e, "store open task failed");
+            return Exit::Internal;
+        }
+    };
+    if let Some(aside) = &report.set_aside {
+        warn!(
+            set_aside = %aside.display(),
+            reason = report.set_aside_reason.as_deref().unwrap_or("-"),
+            "damaged store set aside; started with a fresh one"
+        );
+    }
+    let now = Instant::now();
+    let mut edge = Edge::new(edge_config(&cfg), now, unix_now());
+    let s2 = store.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        (s2.load_bindings(), s2.load_subscriptions(), s2.load_mwi())
+    })
+    .await;
+    match loaded {
+        Ok((b, s, m)) => {
+            match b {
+                Ok(l) => {
+                    let n = edge.load_bindings(
+                        Instant::now(),
+                        l.items
+                            .into_iter()
+                            .map(persist::binding_from_store)
+                            .collect(),
+                    );
+                    info!(bindings = n, quarantined = l.quarantined, "bindings loaded");
+                }
+                Err(e) => warn!(error = %e, "bindings could not be loaded; starting empty"),
+            }
+            match s {
+                Ok(l) => edge
+                    .load_subscriptions(l.items.into_iter().map(persist::sub_from_store).collect()),
+                Err(e) => warn!(error = %e, "subscriptions could not be loaded"),
+            }
+            match m {
+                Ok(l) => {
+                    for m in l.items {
+                        edge.load_mwi(
+                            &m.aor,
+                            holdline_core::Mwi {
+                                body: m.body,
+                                content_type: m.content_type,
+                                at: m.at,
+                            },
+                        );
+                    }
+                }
+                Err(e) => warn!(error = %e, "MWI states could not be loaded"),
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "store load task failed");
+            return Exit::Internal;
+        }
+    }
+    let purger = match store.spawn_purger() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(error = %e, "expired-record purger not started");
+            None
+        }
+    };
+
+    // Sockets.
+    let (net_tx, mut net_rx) = mpsc::channel::<NetEvent>(4096);
+    let ecfg = edge_config(&cfg);
+    let mut net = match net::bind(&ecfg.lan, &ecfg.wan, net_tx, cfg.sip.max_message_size).await {
+        Ok(n) => n,
+        Err(e) => {
+            error!(error = %e, "cannot listen");
+            eprintln!("holdline: {e}");
+            return Exit::CannotListen;
+        }
+    };
+
+    // Console.
+    console_srv::remove_stale(&cfg.console.socket);
+    let listener = match UnixListener::bind(&cfg.console.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(socket = %cfg.console.socket.display(), error = %e, "cannot open the console socket");
+            eprintln!(
+                "holdline: console socket {}: {e}",
+                cfg.console.socket.display()
+            );
+            return Exit::CannotListen;
+        }
+    };
+    let (con_tx, mut con_rx) = mpsc::channel::<ConsoleRequest>(64);
+    let console_task = tokio::spawn(console_srv::serve(listener, con_tx, store.clone()));
+
+    // Signals.
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install SIGTERM handler");
+            return Exit::Internal;
+        }
+    };
+    let mut sigint = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot install SIGINT handler");
+            return Exit::Internal;
+        }
+    };
+
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+    info!(
+        lan = %cfg.lan.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        wan = %cfg.wan.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        cloud = %cfg.cloud.proxy,
+        console = %cfg.console.socket.display(),
+        store = %cfg.store.path.display(),
+        board = %cfg.board.profile,
+        bindings = edge.bindings().len(),
+        "holdline ready"
+    );
+
+    let exit = loop {
+        let deadline = tokio::time::Instant::from_std(edge.poll_timeout());
+        let wake = tokio::select! {
+            ev = net_rx.recv() => match ev { Some(e) => Wake::Net(e), None => Wake::Shutdown("sockets closed") },
+            d = done_rx.recv() => match d { Some((t, ok)) => Wake::StoreDone(t, ok), None => Wake::Timer },
+            c = con_rx.recv() => match c { Some(r) => Wake::Console(r), None => Wake::Timer },
+            _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+            _ = sigterm.recv() => Wake::Shutdown("SIGTERM"),
+            _ = sigint.recv() => Wake::Shutdown("SIGINT"),
+        };
+        let now = Instant::now();
+        match wake {
+            Wake::Net(NetEvent::Message { side, from, bytes }) => {
+                edge.handle_message(now, side, from, &bytes);
+                // Drain what else is already waiting, to batch store writes.
+                for _ in 0..256 {
+                    match net_rx.try_recv() {
+                        Ok(NetEvent::Message { side, from, bytes }) => {
+                            edge.handle_message(now, side, from, &bytes)
+                        }
+                        Ok(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
+                        Ok(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Wake::Net(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
+            Wake::Net(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
+            Wake::StoreDone(token, ok) => edge.handle_store_done(now, token, ok),
+            Wake::Console(req) => {
+                let answer = console_srv::answer_from_edge(
+                    &req.command,
+                    &edge,
+                    now,
+                    started,
+                    &store,
+                    net.tcp_count(),
+                )
+                .unwrap_or_else(|| {
+                    holdline_console::render::Answer::error(
+                        "internal: store command routed to the loop",
+                    )
+                });
+                let _ = req.reply.send(answer);
+            }
+            Wake::Timer => {}
+            Wake::Shutdown(why) => {
+                info!(signal = why, "shutting down");
+                break Exit::Ok;
+            }
+        }
+        if now >= edge.poll_timeout() {
+            edge.handle_timeout(now);
+        }
+        while let Some(t) = edge.poll_transmit() {
+            net.send(t.side, t.to, t.bytes);
+        }
+        while let Some(job) = edge.poll_store() {
+            let writes = job
+                .writes
+                .into_iter()
+                .map(persist::write_to_store)
+                .collect();
+            let rx = store.commit(writes);
+            let done = done_tx.clone();
+            let token = job.token;
+            tokio::spawn(async move {
+                let ok = match rx.await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "store commit failed");
+                        false
+                    }
+                    Err(_) => {
+                        warn!("store writer gone");
+                        false
+                    }
+                };
+                if let Some(t) = token {
+                    let _ = done.send((t, ok));
+                }
+            });
+        }
+    };
+
+    console_task.abort();
+    console_srv::remove_stale(&cfg.console.socket);
+    drop(purger);
+    // Dropping the last store handle lets the writer finish queued commits.
+    let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+    info!("stopped");
+    exit
+}
