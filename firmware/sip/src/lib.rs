@@ -65,6 +65,7 @@ pub mod message;
 pub mod method;
 pub mod name;
 pub mod parse;
+pub mod proxy;
 pub mod transaction;
 pub mod values;
 
