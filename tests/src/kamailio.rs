@@ -519,6 +519,9 @@ impl Kamailio {
             script.push_str(&sql);
             script.push('\n');
         }
+        // WAL: Kamailio's processes read (auth_db) while the presence timer
+        // writes; readers never wait for the writer. Persists in the file.
+        script.push_str("PRAGMA journal_mode=WAL;\n");
         script.push_str(&insert_users_sql(&self.opts.users));
         let script_path = self.dir.join("provision.sql");
         fs::write(&script_path, script).map_err(|e| RigError::io("write provision.sql", e))?;

@@ -23,8 +23,8 @@ const TAIL_LINES: usize = 150;
 
 /// A directory for one test's files (configs, databases, logs, sockets).
 ///
-/// Removed on `Drop`, except when the thread is panicking: then it is kept and
-/// its path printed, so the failed run can be inspected.
+/// Removed on `Drop`, except when the thread is panicking (or `RIG_KEEP` is
+/// set): then it is kept and its path printed, so the run can be inspected.
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
@@ -68,6 +68,8 @@ impl Drop for RunDir {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("[rig] test failed: files kept in {}", self.path.display());
+        } else if std::env::var_os("RIG_KEEP").is_some() {
+            eprintln!("[rig] RIG_KEEP: files kept in {}", self.path.display());
         } else {
             let _ = fs::remove_dir_all(&self.path);
         }
