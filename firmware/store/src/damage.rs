@@ -70,8 +70,9 @@ impl RowDamage {
 pub enum FileDamage {
     /// Cut the file at a point that is not a page boundary, inside its second half.
     Truncate,
-    /// Overwrite the second half of one page (not page 1) with random bytes, as a torn
-    /// write of a 4 KiB page on a device with 2 KiB atomic writes would.
+    /// Overwrite the second half of one page (not page 1, and one whose second half holds
+    /// data) with random bytes, as a torn write of a 4 KiB page on a device with 2 KiB
+    /// atomic writes would.
     TornPage,
     /// Overwrite the 100-byte SQLite header with random bytes.
     GarbageHeader,
@@ -176,6 +177,14 @@ pub fn copy_store(from: &Path, to: &Path) -> Result<(), StoreError> {
         .ok_or_else(|| StoreError::Invalid(format!("path {} is not UTF-8", to.display())))?;
     conn.execute("VACUUM INTO ?1", [to])?;
     Ok(())
+}
+
+/// Rows in `table` (good and bad alike).
+pub fn row_count(path: &Path, table: &str) -> Result<usize, StoreError> {
+    targets(table)?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Apply `kind` to `count` distinct rows of `table` chosen at random by `seed` (fewer if the
@@ -320,7 +329,23 @@ pub fn damage_file(path: &Path, kind: FileDamage, seed: u64) -> Result<String, S
                     path.display()
                 )));
             }
-            let page = 1 + rng.below(pages - 1); // 0-based, never the header page
+            // Only pages whose second half holds data (a tear in empty space is harmless);
+            // 0-based, never the header page.
+            let mut candidates = Vec::new();
+            let mut half = vec![0u8; usize::try_from(page_size / 2).unwrap_or(2048)];
+            for p in 1..pages {
+                f.seek(SeekFrom::Start(p * page_size + page_size / 2))
+                    .map_err(io("seeking in", path))?;
+                f.read_exact(&mut half).map_err(io("reading", path))?;
+                if half.iter().any(|b| *b != 0) {
+                    candidates.push(p);
+                }
+            }
+            if candidates.is_empty() {
+                candidates.extend(1..pages);
+            }
+            let pick = usize::try_from(rng.below(candidates.len() as u64)).unwrap_or(0);
+            let page = candidates.get(pick).copied().unwrap_or(1);
             let start = page * page_size + page_size / 2;
             let garbage: Vec<u8> = (0..page_size / 2)
                 .map(|_| (rng.next_u64() & 0xff) as u8)
