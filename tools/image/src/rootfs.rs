@@ -1,5 +1,5 @@
-//! The root filesystem payload: `images/common/rootfs` + `images/<board>/rootfs`
-//! + the firmware binary + the slot layout + trusted public keys, as a
+//! The root filesystem payload: `images/common/rootfs`, `images/<board>/rootfs`,
+//! the firmware binary, the slot layout and the trusted public keys, as a
 //! deterministic tar (sorted, owner root, one mtime).
 
 use std::collections::BTreeMap;
