@@ -59,8 +59,10 @@
 //! assert!(ok.to_tag().is_some());
 //! ```
 
+pub mod access;
 pub mod error;
 pub mod framing;
+pub mod inbound;
 pub mod message;
 pub mod method;
 pub mod name;

@@ -69,6 +69,8 @@ pub struct Message {
     start: Start,
     lines: Vec<Line>,
     body: Src,
+    /// A request line with a SIP version other than 2.0 (answer 505).
+    bad_version: bool,
 }
 
 impl fmt::Debug for Message {
@@ -118,7 +120,7 @@ impl Message {
         }
         let buf = input.get(pos..).unwrap_or_default().to_vec();
         let mut lines: Vec<Line> = Vec::with_capacity(16);
-        let mut start: Option<Start> = None;
+        let mut start: Option<(Start, bool)> = None;
         let mut p = 0usize;
         let mut line_no = 0usize;
         // (raw start, raw end, physical line count) of the header being built
@@ -172,11 +174,13 @@ impl Message {
         let Some(start) = start else {
             return Err(ParseError::BadStartLine);
         };
+        let (start, bad_version) = start;
         let mut m = Message {
             buf,
             start,
             lines,
             body: Src::Orig(0, 0),
+            bad_version,
         };
         // Body framing by Content-Length (RFC 3261 §18.3).
         let avail = m.buf.len().saturating_sub(body_start);
@@ -211,6 +215,9 @@ impl Message {
 
     /// Checks the mandatory headers and the headers this crate reads.
     pub fn validate(&self) -> Result<(), ParseError> {
+        if self.bad_version {
+            return Err(ParseError::UnsupportedVersion);
+        }
         let mut counts = [0usize; 5];
         for line in &self.lines {
             let idx = match line.kind {
@@ -949,6 +956,7 @@ impl Message {
             },
             lines: Vec::new(),
             body: Src::Owned(Box::default()),
+            bad_version: false,
         })
     }
 
@@ -966,6 +974,7 @@ impl Message {
             },
             lines: Vec::new(),
             body: Src::Owned(Box::default()),
+            bad_version: false,
         })
     }
 
@@ -1177,7 +1186,7 @@ fn make_line(
     })
 }
 
-fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<Start, ParseError> {
+fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<(Start, bool), ParseError> {
     let line = buf.get(s..e).ok_or(ParseError::BadStartLine)?;
     let text = std::str::from_utf8(line).map_err(|_| ParseError::BadStartLine)?;
     if let Some(rest) = text.strip_prefix("SIP/") {
@@ -1201,10 +1210,13 @@ fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<Start, ParseError> {
             return Err(ParseError::BadStartLine);
         }
         let reason_start = s + line.len() - reason.len();
-        return Ok(Start::Response {
-            code,
-            reason: span(reason_start, e),
-        });
+        return Ok((
+            Start::Response {
+                code,
+                reason: span(reason_start, e),
+            },
+            false,
+        ));
     }
     let mut parts = text.split(' ');
     let (Some(m), Some(uri), Some(ver), None) =
@@ -1220,21 +1232,21 @@ fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<Start, ParseError> {
     else {
         return Err(ParseError::BadStartLine);
     };
-    if v != "2.0" {
-        return if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            Err(ParseError::UnsupportedVersion)
-        } else {
-            Err(ParseError::BadStartLine)
-        };
+    let bad_version = v != "2.0";
+    if bad_version && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.')) {
+        return Err(ParseError::BadStartLine);
     }
     if Uri::parse(uri).is_none() {
         return Err(ParseError::BadHeader("Request-URI"));
     }
     let uri_start = s + m.len() + 1;
-    Ok(Start::Request {
-        method,
-        uri: span(uri_start, uri_start + uri.len()),
-    })
+    Ok((
+        Start::Request {
+            method,
+            uri: span(uri_start, uri_start + uri.len()),
+        },
+        bad_version,
+    ))
 }
 
 /// Short alias used in docs.
