@@ -79,6 +79,7 @@ enum Wake {
     StoreDone(u64, bool),
     Console(ConsoleRequest),
     Timer,
+    Watchdog,
     Shutdown(&'static str),
 }
 
@@ -214,6 +215,11 @@ pub async fn run(cfg: Config) -> Exit {
     };
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+    let notifier = crate::sdnotify::Notifier::from_env();
+    let wd_every = notifier
+        .watchdog_interval()
+        .unwrap_or(Duration::from_secs(3600));
+    let mut wd_tick = tokio::time::interval(wd_every);
     info!(
         lan = %cfg.lan.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         wan = %cfg.wan.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -224,6 +230,7 @@ pub async fn run(cfg: Config) -> Exit {
         bindings = edge.bindings().len(),
         "holdline ready"
     );
+    notifier.notify("READY=1");
 
     let exit = loop {
         let deadline = tokio::time::Instant::from_std(edge.poll_timeout());
@@ -232,6 +239,7 @@ pub async fn run(cfg: Config) -> Exit {
             d = done_rx.recv() => match d { Some((t, ok)) => Wake::StoreDone(t, ok), None => Wake::Timer },
             c = con_rx.recv() => match c { Some(r) => Wake::Console(r), None => Wake::Timer },
             _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+            _ = wd_tick.tick() => Wake::Watchdog,
             _ = sigterm.recv() => Wake::Shutdown("SIGTERM"),
             _ = sigint.recv() => Wake::Shutdown("SIGINT"),
         };
@@ -271,6 +279,9 @@ pub async fn run(cfg: Config) -> Exit {
                 let _ = req.reply.send(answer);
             }
             Wake::Timer => {}
+            // The loop itself is the critical task checked here: it answers
+            // only while it turns. (Per-task health: board helper's hw.rs.)
+            Wake::Watchdog => notifier.notify("WATCHDOG=1"),
             Wake::Shutdown(why) => {
                 info!(signal = why, "shutting down");
                 break Exit::Ok;
@@ -310,6 +321,7 @@ pub async fn run(cfg: Config) -> Exit {
         }
     };
 
+    notifier.notify("STOPPING=1");
     console_task.abort();
     console_srv::remove_stale(&cfg.console.socket);
     drop(purger);

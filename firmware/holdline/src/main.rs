@@ -20,6 +20,7 @@ mod exit;
 mod mgmt;
 mod net;
 mod persist;
+mod sdnotify;
 // `holdline update` bodies and the update agent (images helper); the agent's
 // boot/tick hooks are not called by the daemon yet.
 #[allow(dead_code)]
