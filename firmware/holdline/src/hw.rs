@@ -134,6 +134,49 @@ pub fn cloud_light(state: &str) -> CloudLight {
     }
 }
 
+/// Sends a systemd notification (`READY=1`, `WATCHDOG=1`, ...) to
+/// `$NOTIFY_SOCKET`; false when not run by systemd or the send failed.
+pub fn sd_notify(msg: &str) -> bool {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => notify_to(&socket, msg).is_ok(),
+        None => false,
+    }
+}
+
+/// The daemon is up (listening, store open): tell systemd (`Type=notify`).
+pub fn notify_ready() -> bool {
+    sd_notify("READY=1")
+}
+
+fn notify_to(socket: &std::ffi::OsStr, msg: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::UnixDatagram;
+    let sock = UnixDatagram::unbound()?;
+    match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(msg.as_bytes(), &addr)?;
+        }
+        None => {
+            sock.send_to(msg.as_bytes(), Path::new(socket))?;
+        }
+    }
+    Ok(())
+}
+
+/// systemd's `WatchdogSec=` for this process (`WATCHDOG_USEC`, and
+/// `WATCHDOG_PID` naming us when set).
+fn systemd_watchdog() -> Option<Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_str()?.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -207,23 +250,16 @@ pub async fn start<E: Exec + 'static>(cfg: HwConfig, console: E) -> Result<Hw, H
         last_fed: None,
     }));
     let (stop, stop_rx) = watch::channel(false);
-    let mut feeder = None;
+    let mut armed: Option<(Box<dyn Watchdog>, Duration)> = None;
     if let (Some(mut dog), Some(timeout)) = (watchdog, timeout) {
         match dog.start(timeout) {
             Ok(took) => {
                 info!(device = %dog.describe(), timeout_s = took.as_secs_f64(), "watchdog armed");
-                {
-                    let mut w = lock(&wd);
-                    w.device = dog.describe();
-                    w.timeout = Some(took);
-                }
-                let sup = Supervisor::new(health.clone(), Supervisor::interval_for(took));
-                feeder = Some(tokio::spawn(feed(
-                    dog,
-                    sup,
-                    Arc::clone(&wd),
-                    stop_rx.clone(),
-                )));
+                let mut w = lock(&wd);
+                w.device = dog.describe();
+                w.timeout = Some(took);
+                drop(w);
+                armed = Some((dog, took));
             }
             Err(e) => {
                 error!(error = %e, kind = ?e.kind(), "watchdog NOT armed");
@@ -231,6 +267,21 @@ pub async fn start<E: Exec + 'static>(cfg: HwConfig, console: E) -> Result<Hw, H
             }
         }
     }
+    // systemd's own watchdog (WatchdogSec=) is fed by the same gate.
+    let systemd = systemd_watchdog();
+    let feed_every = [armed.as_ref().map(|(_, t)| *t), systemd]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(10), Supervisor::interval_for);
+    let sup = Supervisor::new(health.clone(), feed_every);
+    let feeder = Some(tokio::spawn(feed(
+        armed.map(|(dog, _)| dog),
+        systemd.is_some(),
+        sup,
+        Arc::clone(&wd),
+        stop_rx.clone(),
+    )));
 
     // LEDs and button.
     let (lights, lights_rx) = watch::channel(Lights {
@@ -281,7 +332,8 @@ pub async fn start<E: Exec + 'static>(cfg: HwConfig, console: E) -> Result<Hw, H
 }
 
 async fn feed(
-    mut dog: Box<dyn Watchdog>,
+    mut dog: Option<Box<dyn Watchdog>>,
+    systemd: bool,
     mut sup: Supervisor,
     wd: Arc<Mutex<WdShared>>,
     mut stop: watch::Receiver<bool>,
@@ -293,9 +345,14 @@ async fn feed(
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.changed() => {
-                match dog.stop() {
-                    Ok(()) => info!("watchdog disarmed (deliberate shutdown)"),
-                    Err(e) => error!(error = %e, "watchdog magic close failed"),
+                if let Some(dog) = dog.as_mut() {
+                    match dog.stop() {
+                        Ok(()) => info!("watchdog disarmed (deliberate shutdown)"),
+                        Err(e) => error!(error = %e, "watchdog magic close failed"),
+                    }
+                }
+                if systemd {
+                    sd_notify("STOPPING=1");
                 }
                 lock(&wd).feeding = false;
                 return;
@@ -303,15 +360,25 @@ async fn feed(
         }
         let now = Instant::now();
         match sup.tick(now) {
-            Decision::Feed => match dog.keepalive() {
-                Ok(()) => {
-                    sup.fed(now);
-                    let mut w = lock(&wd);
-                    w.feeding = true;
+            Decision::Feed => {
+                let fed = match dog.as_mut().map(|d| d.keepalive()) {
+                    Some(Err(e)) => {
+                        error!(error = %e, "watchdog keepalive failed");
+                        false
+                    }
+                    Some(Ok(())) => true,
+                    None => false,
+                };
+                if systemd {
+                    sd_notify("WATCHDOG=1");
+                }
+                sup.fed(now);
+                let mut w = lock(&wd);
+                w.feeding = true;
+                if fed {
                     w.last_fed = Some(now);
                 }
-                Err(e) => error!(error = %e, "watchdog keepalive failed"),
-            },
+            }
             Decision::Wait => {}
             Decision::Withhold { stale, first } => {
                 lock(&wd).feeding = false;
@@ -572,6 +639,28 @@ mod tests {
         assert_eq!(cloud_light("down"), CloudLight::Survival);
         assert_eq!(cloud_light("recovering"), CloudLight::Recovering);
         assert_eq!(cloud_light("?"), CloudLight::Unknown);
+    }
+
+    #[test]
+    fn notifications_reach_a_systemd_style_socket() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = state_dir("notify");
+        let path = dir.join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.as_os_str(), "WATCHDOG=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
+        // Abstract sockets (`@name`) too.
+        let name = format!("holdline-test-{}", std::process::id());
+        let abs = {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()
+        };
+        let listener = UnixDatagram::bind_addr(&abs).unwrap();
+        notify_to(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
     }
 
     #[test]
