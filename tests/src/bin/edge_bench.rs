@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run -p holdline-tests --bin edge_bench -- [--edge both|kamailio|holdline]
-//!     [--phones 2000] [--bindings 10000] [--calls 500] [--rate 400] [--call-rate 100]
+//!     [--phones 2000] [--bindings 10000] [--calls 500] [--rate 400] [--call-rate 50]
 //!     [--holdline target/release/holdline]
 //! ```
 //!
@@ -75,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
         bindings: 10_000,
         calls: 500,
         rate: 400.0,
-        call_rate: 100.0,
+        call_rate: 50.0,
         holdline: default_holdline,
     };
     let mut it = std::env::args().skip(1);
@@ -278,10 +278,8 @@ fn start_edge(
 ) -> Result<Edge, RigError> {
     match kind {
         EdgeKind::Kamailio => {
-            let opts = KamailioOpts {
-                shm_mb: 128,
-                ..KamailioOpts::default()
-            };
+            // Kamailio's stock memory sizes (64 MB shared, 8 MB per process).
+            let opts = KamailioOpts::default();
             Ok(Edge::Kamailio(Kamailio::start_edge(
                 block.edge(),
                 cloud.addr(),
