@@ -5,6 +5,7 @@
 //! - [`proc`]: child processes in their own process group, output captured
 //!   to files, stopped on `Drop`, logs printed when the test panics; CPU and
 //!   RSS readings from `/proc` for benchmarks.
+//! - [`holdline`]: the built holdline binary with a fixture config (daemon helper's).
 //! - [`kamailio`]: Kamailio as the hosted PBX (`cloud.test`: digest auth,
 //!   usrloc in memory with Path, presence for dialog and message-summary) or
 //!   as a plain stateful edge proxy; location table and subscriptions read
@@ -31,6 +32,7 @@
 //!
 //! The Debian packages it needs are installed by `tests/install-deps.sh`.
 
+pub mod holdline;
 pub mod kamailio;
 pub mod net;
 pub mod proc;
