@@ -32,6 +32,15 @@ pub enum Expiry {
     Notify(mpsc::Sender<()>),
 }
 
+impl std::fmt::Debug for Expiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Expiry::ExitProcess => "ExitProcess",
+            Expiry::Notify(_) => "Notify",
+        })
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,

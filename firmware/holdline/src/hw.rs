@@ -14,6 +14,10 @@
 //! - **serial console**: the console served on the profile's port with the
 //!   daemon's [`Exec`]; it is itself a critical task ("console").
 //!
+//! The same gate feeds systemd's `WatchdogSec=` (`WATCHDOG=1` over
+//! `$NOTIFY_SOCKET`) when the unit sets one; [`notify_ready`] sends
+//! `READY=1` for `Type=notify`.
+//!
 //! At start the boot status is read: after a watchdog reset it is logged,
 //! counted in `<state_dir>/watchdog-resets` and shown by `show health`
 //! (the daemon also writes it to the store's event log). A deliberate
@@ -66,6 +70,9 @@ pub struct HwConfig {
     pub health: HealthConfig,
     /// How long the console task may go without checking in.
     pub console_deadline: Duration,
+    /// What the simulated watchdog does when it fires: end the process
+    /// (exit 75, the default) or, in tests, notify.
+    pub sim_expiry: Expiry,
 }
 
 impl HwConfig {
@@ -76,6 +83,7 @@ impl HwConfig {
             serial: None,
             health: HealthConfig::default(),
             console_deadline: Duration::from_secs(60),
+            sim_expiry: Expiry::ExitProcess,
         }
     }
 }
@@ -208,7 +216,7 @@ pub async fn start<E: Exec + 'static>(cfg: HwConfig, console: E) -> Result<Hw, H
         profile,
         OpenOptions {
             state_dir: cfg.state_dir.clone(),
-            sim_expiry: Expiry::ExitProcess,
+            sim_expiry: cfg.sim_expiry.clone(),
         },
     )?;
     let long_press = board.long_press();
@@ -670,6 +678,59 @@ mod tests {
         assert_eq!(count_resets(&dir, BootStatus::WatchdogReset), 1);
         assert_eq!(count_resets(&dir, BootStatus::WatchdogReset), 2);
         assert_eq!(count_resets(&dir, BootStatus::PowerOn), 2);
+    }
+
+    /// A critical task that stops checking in stops the feeding; the
+    /// simulated watchdog fires (here it notifies instead of exiting 75),
+    /// and the next start reports and counts the watchdog reset.
+    #[tokio::test]
+    async fn stalled_task_stops_feeding_and_next_start_reports_reset() {
+        let dir = state_dir("stall");
+        let profile = dir.join("fast-sim.toml");
+        let text = holdline_board::profile::BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "sim")
+            .unwrap()
+            .1
+            .replace("timeout_secs = 10", "timeout_secs = 1")
+            .replace("kind = \"pty\"\nlink = \"console.pty\"", "kind = \"none\"");
+        std::fs::write(&profile, text).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut cfg = HwConfig::new(profile.to_str().unwrap(), &dir);
+        cfg.sim_expiry = Expiry::Notify(tx);
+        cfg.health.fault_injection = true;
+        let hw = start(cfg.clone(), Canned).await.unwrap();
+        let sip = hw
+            .health()
+            .register(tasks::SIP, Duration::from_millis(300), Instant::now());
+        // Healthy for a while: fed, not fired.
+        for _ in 0..10 {
+            sip.check_in(Instant::now());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(rx.try_recv().is_err(), "fed watchdog fired");
+        assert!(health_ok(&hw.health_report().to_string()));
+        // The SIP loop hangs.
+        hw.health().inject_stall(tasks::SIP).unwrap();
+        let fired = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert!(fired.is_ok(), "the watchdog fired");
+        let text = hw.health_report().to_string();
+        assert!(text.starts_with("health: STALE (sip)"), "{text}");
+        assert!(text.contains("feeding NO"), "{text}");
+        drop(hw);
+        // "Reboot": the next start reports and counts it.
+        let (tx2, _rx2) = std::sync::mpsc::channel();
+        cfg.sim_expiry = Expiry::Notify(tx2);
+        let hw = start(cfg, Canned).await.unwrap();
+        assert_eq!(hw.boot_status(), BootStatus::WatchdogReset);
+        assert_eq!(hw.watchdog_resets(), 1);
+        assert!(hw
+            .health_report()
+            .to_string()
+            .contains("last boot: watchdog reset  watchdog resets: 1"));
+        hw.shutdown().await;
     }
 
     #[tokio::test]
