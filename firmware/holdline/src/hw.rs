@@ -45,7 +45,8 @@ use holdline_board::leds::{self, LedReport};
 use holdline_board::profile::WatchdogConfig;
 use holdline_board::serial::ConsolePort;
 use holdline_board::{
-    Board, BootStatus, CloudLight, Expiry, HealthLight, Indication, OpenOptions, Profile, Watchdog,
+    Board, BootStatus, CloudLight, Expiry, HealthLight, Indication, OpenOptions, Profile, SimPins,
+    Watchdog,
 };
 use holdline_console::serial::{Exec, PromptInfo, Reply, SerialConfig};
 use holdline_health::{
@@ -121,6 +122,7 @@ pub struct Hw {
     leds: Arc<Mutex<Vec<LedReport>>>,
     wd: Arc<Mutex<WdShared>>,
     factory_reset: Option<mpsc::Receiver<()>>,
+    sim_pins: SimPins,
     stop: watch::Sender<bool>,
     feeder: Option<JoinHandle<()>>,
     others: Vec<JoinHandle<()>>,
@@ -220,6 +222,7 @@ pub async fn start<E: Exec + 'static>(cfg: HwConfig, console: E) -> Result<Hw, H
         },
     )?;
     let long_press = board.long_press();
+    let sim_pins = board.sim_pins();
     let serial_profile = board.profile.serial.clone();
     let external = matches!(board.profile.watchdog, WatchdogConfig::External);
     let Board {
@@ -333,6 +336,7 @@ pub async fn start<E: Exec + 'static>(cfg: HwConfig, console: E) -> Result<Hw, H
         leds: led_report,
         wd,
         factory_reset: Some(reset_rx),
+        sim_pins,
         stop,
         feeder,
         others,
@@ -594,6 +598,12 @@ impl Hw {
         out
     }
 
+    /// The simulated pins (pins of kind `sim` in the profile), for tests
+    /// that watch the LEDs or press the button.
+    pub fn sim_pins(&self) -> SimPins {
+        self.sim_pins.clone()
+    }
+
     /// Long presses of the reset button (taken once; the daemon performs
     /// the factory reset).
     pub fn factory_reset_requests(&mut self) -> Option<mpsc::Receiver<()>> {
@@ -730,6 +740,81 @@ mod tests {
             .health_report()
             .to_string()
             .contains("last boot: watchdog reset  watchdog resets: 1"));
+        hw.shutdown().await;
+    }
+
+    /// Waits (bounded) until `cond` holds.
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..300 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    /// The LED task shows each cloud state on the simulated pins, and the
+    /// reset button: a short press is harmless, a long one asks for a
+    /// factory reset.
+    #[tokio::test]
+    async fn leds_follow_cloud_state_and_button_long_press_requests_reset() {
+        let dir = state_dir("leds");
+        let profile = dir.join("sim-quick-button.toml");
+        let text = holdline_board::profile::BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "sim")
+            .unwrap()
+            .1
+            .replace("long_press_secs = 10", "long_press_secs = 1")
+            .replace("kind = \"pty\"\nlink = \"console.pty\"", "kind = \"none\"");
+        std::fs::write(&profile, text).unwrap();
+        let mut hw = start(HwConfig::new(profile.to_str().unwrap(), &dir), Canned)
+            .await
+            .unwrap();
+        let pins = hw.sim_pins();
+        let sip = hw
+            .health()
+            .register(tasks::SIP, Duration::from_secs(30), Instant::now());
+        sip.check_in(Instant::now());
+        eventually("status LED on when healthy", || pins.status.level()).await;
+
+        hw.set_cloud(CloudLight::Up);
+        eventually("up: green on, amber off", || {
+            pins.cloud.level() && !pins.cloud_alt.level()
+        })
+        .await;
+        hw.set_cloud(CloudLight::Survival);
+        eventually("survival: green off, amber on", || {
+            !pins.cloud.level() && pins.cloud_alt.level()
+        })
+        .await;
+        hw.set_cloud(CloudLight::Recovering);
+        let before = pins.cloud.history().len();
+        eventually("recovering: green blinks, amber off", || {
+            pins.cloud.history().len() >= before + 4 && !pins.cloud_alt.level()
+        })
+        .await;
+        hw.set_fault(true);
+        eventually("fault LED on", || pins.fault.level()).await;
+        assert!(
+            hw.leds_text().contains("fault      on"),
+            "{}",
+            hw.leds_text()
+        );
+
+        let mut resets = hw.factory_reset_requests().unwrap();
+        // Short press: nothing.
+        pins.button.set_level(true);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pins.button.set_level(false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(resets.try_recv().is_err(), "short press must be harmless");
+        // Long press: one request.
+        pins.button.set_level(true);
+        let got = tokio::time::timeout(Duration::from_secs(30), resets.recv()).await;
+        assert_eq!(got.unwrap(), Some(()));
+        pins.button.set_level(false);
         hw.shutdown().await;
     }
 
