@@ -649,6 +649,8 @@ impl Agent {
                 r.since = now;
             }
             st.trial = Trial::None;
+            // A retried version that now passed is no longer refused.
+            st.failed.retain(|f| f.version != version);
             st.last = Some(LastResult::Committed {
                 version: version.clone(),
                 slot,
