@@ -15,8 +15,9 @@
 //!   daemon's [`Exec`]; it is itself a critical task ("console").
 //!
 //! The same gate feeds systemd's `WatchdogSec=` (`WATCHDOG=1` over
-//! `$NOTIFY_SOCKET`) when the unit sets one; [`notify_ready`] sends
-//! `READY=1` for `Type=notify`.
+//! `$NOTIFY_SOCKET`) when the unit sets one. `READY=1`/`STOPPING=1` are the
+//! daemon's (sdnotify.rs); with hw wired, `WATCHDOG=1` should come from here
+//! only, so that any stale critical task stops systemd's feeding too.
 //!
 //! At start the boot status is read: after a watchdog reset it is logged,
 //! counted in `<state_dir>/watchdog-resets` and shown by `show health`
@@ -151,11 +152,6 @@ pub fn sd_notify(msg: &str) -> bool {
         Some(socket) => notify_to(&socket, msg).is_ok(),
         None => false,
     }
-}
-
-/// The daemon is up (listening, store open): tell systemd (`Type=notify`).
-pub fn notify_ready() -> bool {
-    sd_notify("READY=1")
 }
 
 fn notify_to(socket: &std::ffi::OsStr, msg: &str) -> std::io::Result<()> {
@@ -362,9 +358,6 @@ async fn feed(
                         Ok(()) => info!("watchdog disarmed (deliberate shutdown)"),
                         Err(e) => error!(error = %e, "watchdog magic close failed"),
                     }
-                }
-                if systemd {
-                    sd_notify("STOPPING=1");
                 }
                 lock(&wd).feeding = false;
                 return;
