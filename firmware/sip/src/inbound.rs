@@ -154,8 +154,9 @@ fn reject(bytes: &[u8], error: ParseError) -> Inbound {
     if skeleton.method() == Some(&Method::Ack) {
         return Inbound::Drop(DropReason::MalformedAck);
     }
-    // A response can only be routed by a readable top Via.
-    if skeleton.top_via().is_none() {
+    // The answer goes back to the source address (as with rport); it needs
+    // at least a Via line to copy so that the sender can match it.
+    if skeleton.header("Via").is_none() {
         return Inbound::Drop(DropReason::Unparseable);
     }
     match Message::response_for(&skeleton, error.status_code(), error.reason_phrase()) {
@@ -207,9 +208,11 @@ pub fn proxy_pipeline(
     let answer = |e: ProxyError, stats: &mut DropStats| {
         let (code, reason) = e.status();
         stats.answered += 1;
-        Message::response_for(&msg, code, reason)
-            .ok()
-            .map(|r| r.to_bytes())
+        let mut r = Message::response_for(&msg, code, reason).ok()?;
+        if let ProxyError::BadExtension(tags) = &e {
+            r.add_header("Unsupported", tags).ok()?;
+        }
+        Some(r.to_bytes())
     };
     if let Err(e) = identity.preprocess(&mut req, source, &[]) {
         return answer(e, stats);

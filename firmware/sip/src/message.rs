@@ -69,8 +69,9 @@ pub struct Message {
     start: Start,
     lines: Vec<Line>,
     body: Src,
-    /// A request line with a SIP version other than 2.0 (answer 505).
-    bad_version: bool,
+    /// A defect of the request line found while reading the structure
+    /// (answered 400, or 505 for a version other than 2.0).
+    defect: Option<ParseError>,
 }
 
 impl fmt::Debug for Message {
@@ -120,7 +121,7 @@ impl Message {
         }
         let buf = input.get(pos..).unwrap_or_default().to_vec();
         let mut lines: Vec<Line> = Vec::with_capacity(16);
-        let mut start: Option<(Start, bool)> = None;
+        let mut start: Option<(Start, Option<ParseError>)> = None;
         let mut p = 0usize;
         let mut line_no = 0usize;
         // (raw start, raw end, physical line count) of the header being built
@@ -140,7 +141,13 @@ impl Message {
             }
             line_no += 1;
             let phys = buf.get(p..end).unwrap_or_default();
-            if phys.iter().any(|&b| b == b'\r' || b == 0) {
+            // A bare CR is never allowed; NUL only escaped as a quoted-pair
+            // (RFC 4475 §3.1.1.2).
+            if phys
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\r' || (b == 0 && (i == 0 || phys[i - 1] != b'\\')))
+            {
                 return Err(if start.is_none() {
                     ParseError::BadStartLine
                 } else {
@@ -174,39 +181,44 @@ impl Message {
         let Some(start) = start else {
             return Err(ParseError::BadStartLine);
         };
-        let (start, bad_version) = start;
+        let (start, defect) = start;
         let mut m = Message {
             buf,
             start,
             lines,
             body: Src::Orig(0, 0),
-            bad_version,
+            defect,
         };
         // Body framing by Content-Length (RFC 3261 §18.3).
         let avail = m.buf.len().saturating_sub(body_start);
         let mut cl: Option<u64> = None;
+        let mut cl_error = false;
         for line in m
             .lines
             .iter()
             .filter(|l| l.kind == HeaderName::ContentLength)
         {
-            let v = m
+            match m
                 .value_of(line)
                 .and_then(|v| parse_decimal(v, u64::from(u32::MAX)))
-                .ok_or(ParseError::BadContentLength)?;
-            if cl.is_some_and(|c| c != v) {
-                return Err(ParseError::BadContentLength);
+            {
+                Some(v) if cl.is_none_or(|c| c == v) => cl = Some(v),
+                _ => cl_error = true,
             }
-            cl = Some(v);
+        }
+        if cl_error {
+            // Framing is unknown: keep what is there, refuse in `validate`.
+            m.defect.get_or_insert(ParseError::BadContentLength);
+            cl = None;
         }
         let body_len = match cl {
-            Some(n) => {
-                let n = usize::try_from(n).map_err(|_| ParseError::BadContentLength)?;
-                if n > avail {
-                    return Err(ParseError::BodyTruncated);
+            Some(n) => match usize::try_from(n) {
+                Ok(n) if n <= avail => n,
+                _ => {
+                    m.defect.get_or_insert(ParseError::BodyTruncated);
+                    avail
                 }
-                n
-            }
+            },
             None => avail,
         };
         m.body = span(body_start, body_start + body_len);
@@ -215,8 +227,8 @@ impl Message {
 
     /// Checks the mandatory headers and the headers this crate reads.
     pub fn validate(&self) -> Result<(), ParseError> {
-        if self.bad_version {
-            return Err(ParseError::UnsupportedVersion);
+        if let Some(d) = &self.defect {
+            return Err(d.clone());
         }
         let mut counts = [0usize; 5];
         for line in &self.lines {
@@ -956,7 +968,7 @@ impl Message {
             },
             lines: Vec::new(),
             body: Src::Owned(Box::default()),
-            bad_version: false,
+            defect: None,
         })
     }
 
@@ -974,7 +986,7 @@ impl Message {
             },
             lines: Vec::new(),
             body: Src::Owned(Box::default()),
-            bad_version: false,
+            defect: None,
         })
     }
 
@@ -1186,7 +1198,7 @@ fn make_line(
     })
 }
 
-fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<(Start, bool), ParseError> {
+fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<(Start, Option<ParseError>), ParseError> {
     let line = buf.get(s..e).ok_or(ParseError::BadStartLine)?;
     let text = std::str::from_utf8(line).map_err(|_| ParseError::BadStartLine)?;
     if let Some(rest) = text.strip_prefix("SIP/") {
@@ -1215,37 +1227,58 @@ fn parse_start(buf: &[u8], s: usize, e: usize) -> Result<(Start, bool), ParseErr
                 code,
                 reason: span(reason_start, e),
             },
-            false,
+            None,
         ));
     }
-    let mut parts = text.split(' ');
-    let (Some(m), Some(uri), Some(ver), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::BadStartLine);
-    };
-    let method = Method::parse(m).ok_or(ParseError::BadStartLine)?;
+    // Request-Line = Method SP Request-URI SP SIP-Version, single SPs. The
+    // structure is read leniently so that a malformed line can still be
+    // answered with a 400; the defect is reported by `validate`.
+    let bad = ParseError::BadStartLine;
+    let trimmed = text.trim_end_matches(' ');
+    let trailing_sp = trimmed.len() != text.len();
+    let sp1 = trimmed.find(' ').ok_or(bad.clone())?;
+    let sp2 = trimmed.rfind(' ').ok_or(bad.clone())?;
+    if sp2 <= sp1 {
+        return Err(bad);
+    }
+    let m = trimmed.get(..sp1).ok_or(bad.clone())?;
+    let method = Method::parse(m).ok_or(bad.clone())?;
+    let ver = trimmed.get(sp2 + 1..).ok_or(bad.clone())?;
+    let uri_raw = trimmed.get(sp1 + 1..sp2).ok_or(bad.clone())?;
+    let lead = uri_raw.len() - uri_raw.trim_start_matches(' ').len();
+    let uri = uri_raw.trim_matches(' ');
+    if uri.is_empty() {
+        return Err(bad);
+    }
     let Some(v) = ver
         .get(..4)
         .filter(|p| p.eq_ignore_ascii_case("SIP/"))
         .and_then(|_| ver.get(4..))
     else {
-        return Err(ParseError::BadStartLine);
+        return Err(bad);
     };
-    let bad_version = v != "2.0";
-    if bad_version && (v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.')) {
-        return Err(ParseError::BadStartLine);
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad);
     }
-    if Uri::parse(uri).is_none() {
-        return Err(ParseError::BadHeader("Request-URI"));
-    }
-    let uri_start = s + m.len() + 1;
+    let defect = if trailing_sp || uri.len() != uri_raw.len() || uri.contains(' ') {
+        Some(ParseError::BadStartLine)
+    } else if v != "2.0" {
+        Some(ParseError::UnsupportedVersion)
+    } else {
+        match Uri::parse(uri) {
+            None => Some(ParseError::BadHeader("Request-URI")),
+            // URI headers are not allowed in a Request-URI (RFC 3261 §19.1.1).
+            Some(Uri::Sip(u)) if u.headers.is_some() => Some(ParseError::BadHeader("Request-URI")),
+            Some(_) => None,
+        }
+    };
+    let uri_start = s + sp1 + 1 + lead;
     Ok((
         Start::Request {
             method,
             uri: span(uri_start, uri_start + uri.len()),
         },
-        bad_version,
+        defect,
     ))
 }
 

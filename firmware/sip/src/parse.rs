@@ -214,3 +214,54 @@ pub fn parse_decimal(s: &str, max: u64) -> Option<u64> {
     let v: u64 = s.parse().ok()?;
     (v <= max).then_some(v)
 }
+
+/// True when a parameter list (without its leading `;`) is well formed:
+/// no empty parameter (`;;`, trailing `;`), token names, and values that
+/// are non-empty and either a quoted string or free of LWS, quotes, commas
+/// and angle brackets (RFC 4475 §3.1.2.1).
+pub fn params_well_formed(s: &str) -> bool {
+    if trim_ws(s).is_empty() {
+        return true;
+    }
+    let mut rest = s;
+    loop {
+        let cut = find_outside(rest, b';');
+        let piece = trim_ws(match cut {
+            Some(i) => rest.get(..i).unwrap_or(""),
+            None => rest,
+        });
+        if piece.is_empty() {
+            return false;
+        }
+        let (name, value) = match piece.find('=') {
+            Some(i) => (
+                piece.get(..i).unwrap_or(""),
+                Some(piece.get(i + 1..).unwrap_or("")),
+            ),
+            None => (piece, None),
+        };
+        if !is_token(trim_ws(name)) {
+            return false;
+        }
+        if let Some(v) = value {
+            let v = trim_ws(v);
+            if v.is_empty() {
+                return false;
+            }
+            if v.starts_with('"') {
+                if v.len() < 2 || !v.ends_with('"') {
+                    return false;
+                }
+            } else if v
+                .bytes()
+                .any(|b| matches!(b, b' ' | b'\t' | b'"' | b',' | b'<' | b'>'))
+            {
+                return false;
+            }
+        }
+        match cut {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or(""),
+            None => return true,
+        }
+    }
+}

@@ -402,7 +402,9 @@ fn server_key(req: &Message) -> Option<ServerKey> {
     let method = matching_method(req.method()?);
     let via = req.top_via()?;
     match via.branch() {
-        Some(b) if b.starts_with("z9hG4bK") => {
+        // A branch that is only the magic cookie identifies nothing
+        // (RFC 4475 §3.2.1): fall back to RFC 2543 matching.
+        Some(b) if b.starts_with("z9hG4bK") && b.len() > 7 => {
             let mut sent_by = via.host.to_ascii_lowercase();
             if let Some(p) = via.port {
                 sent_by.push(':');

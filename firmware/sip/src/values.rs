@@ -68,13 +68,15 @@ impl<'a> Uri<'a> {
             }
             return Some(Uri::Other { scheme, rest });
         };
-        let (main, headers) = match rest.find('?') {
-            Some(i) => (rest.get(..i)?, Some(rest.get(i + 1..)?)),
-            None => (rest, None),
+        // The userinfo may hold `?`, `;`, `/` and `,` (RFC 3261 §25.1
+        // user-unreserved), so the last `@` ends it; headers come after it.
+        let (user, after_user) = match rest.rfind('@') {
+            Some(i) => (Some(rest.get(..i)?), rest.get(i + 1..)?),
+            None => (None, rest),
         };
-        let (user, hostpart) = match main.rfind('@') {
-            Some(i) => (Some(main.get(..i)?), main.get(i + 1..)?),
-            None => (None, main),
+        let (hostpart, headers) = match after_user.find('?') {
+            Some(i) => (after_user.get(..i)?, Some(after_user.get(i + 1..)?)),
+            None => (after_user, None),
         };
         if let Some(u) = user {
             if u.is_empty() {
@@ -156,12 +158,10 @@ impl<'a> Via<'a> {
             return None;
         }
         let (host, port) = parse_hostport(hostport)?;
-        let params = Params(params);
-        for (name, _) in params.iter() {
-            if !crate::parse::is_token(name) {
-                return None;
-            }
+        if !crate::parse::params_well_formed(params) {
+            return None;
         }
+        let params = Params(params);
         Some(Via {
             protocol,
             version,
@@ -225,7 +225,11 @@ impl<'a> NameAddr<'a> {
             Some(lt) => {
                 let gt = s.get(lt..)?.find('>')? + lt;
                 let display = trim_ws(s.get(..lt)?);
-                let uri = trim_ws(s.get(lt + 1..gt)?);
+                let uri = s.get(lt + 1..gt)?;
+                // No LWS inside the brackets (RFC 4475 §3.1.2.14).
+                if uri.is_empty() || uri != trim_ws(uri) {
+                    return None;
+                }
                 let after = trim_ws(s.get(gt + 1..)?);
                 let params = if after.is_empty() {
                     ""
@@ -265,10 +269,8 @@ impl<'a> NameAddr<'a> {
             }
         };
         Uri::parse(na.uri)?;
-        for (name, _) in na.params.iter() {
-            if !crate::parse::is_token(name) {
-                return None;
-            }
+        if !crate::parse::params_well_formed(na.params.0) {
+            return None;
         }
         Some(na)
     }
