@@ -214,3 +214,82 @@ fn damage_in_every_table_is_quarantined() {
     assert!(store.events(100).unwrap().len() >= 30 - 7);
     assert!(store.mwi("sip:1029@cloud.test").is_ok());
 }
+
+/// Rows of pure noise (random types, random bytes, invalid UTF-8, huge integers, reals) in
+/// every table, mixed with good rows: loads, purge and check never fail and good rows stay.
+#[test]
+fn random_noise_rows_in_every_table() {
+    use holdline_store::damage::Rng;
+    let dir = TempDir::new("incident-noise");
+    let all: Vec<Binding> = (0..200).map(|i| binding(i, NOW + 3600)).collect();
+    {
+        let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+        store
+            .commit_blocking(all.iter().cloned().map(Write::UpsertBinding).collect())
+            .unwrap();
+    }
+    let mut rng = Rng::new(2026);
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let tables: [(&str, usize); 4] = [
+        ("bindings", 15),
+        ("subscriptions", 18),
+        ("mwi", 5),
+        ("events", 4),
+    ];
+    let mut noise = 0;
+    for (table, ncols) in tables {
+        let cols: Vec<String> = conn
+            .prepare(&format!("SELECT * FROM {table} LIMIT 0"))
+            .unwrap()
+            .column_names()
+            .skip(1)
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(cols.len(), ncols);
+        for _ in 0..40 {
+            let vals: Vec<String> = (0..ncols)
+                .map(|_| match rng.below(6) {
+                    0 => "NULL".to_owned(),
+                    1 => (rng.next_u64() as i64).to_string(),
+                    2 => format!("{}e{}", rng.below(1000), rng.below(300)),
+                    3 => {
+                        let hex: String = (0..rng.below(30))
+                            .map(|_| format!("{:02x}", rng.next_u64() as u8))
+                            .collect();
+                        format!("CAST(x'{hex}' AS TEXT)")
+                    }
+                    4 => {
+                        let hex: String = (0..rng.below(30))
+                            .map(|_| format!("{:02x}", rng.next_u64() as u8))
+                            .collect();
+                        format!("x'{hex}'")
+                    }
+                    _ => "'sip:1@x'".to_owned(),
+                })
+                .collect();
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    cols.join(","),
+                    vals.join(",")
+                ),
+                [],
+            )
+            .unwrap();
+            noise += 1;
+        }
+    }
+    drop(conn);
+    let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+    let rep = store.purge_expired(NOW, 25).unwrap();
+    let check = store.check().unwrap();
+    assert!(check.ok);
+    assert_eq!(
+        rep.quarantined + check.quarantined,
+        noise,
+        "{rep:?} {check:?}"
+    );
+    let loaded = store.load_bindings().unwrap();
+    assert_eq!(keys(&loaded.items), keys(&all));
+    assert_eq!(store.load_subscriptions().unwrap().items.len(), 0);
+}
