@@ -1,8 +1,11 @@
 //! Every INVITE dialog crossing the appliance, with its state in RFC 4235
 //! terms (the states a dialog-info NOTIFY reports for BLF).
 //!
-//! A call is keyed by Call-ID and the caller's From-tag. Terminated calls
-//! stay visible for [`LINGER`] so the console can show how they ended.
+//! A call leg is keyed by Call-ID, the caller's From-tag and its direction:
+//! a call between two site phones crosses holdline twice (phone → cloud,
+//! cloud → phone) with the same Call-ID and tags, and both legs are tracked.
+//! Terminated calls stay visible for [`LINGER`] so the console can show how
+//! they ended.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ pub const LINGER: Duration = Duration::from_secs(30);
 pub const SETUP_LIMIT: Duration = Duration::from_secs(300);
 
 /// Which way the call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// A site phone calls out (LAN → cloud).
     Outbound,
@@ -37,6 +40,18 @@ pub enum Ended {
     Hangup,
     /// Nothing final was seen in time.
     Timeout,
+}
+
+impl Ended {
+    /// Short text for the console: `cancelled`, `rejected 486`, `hangup`, `timeout`.
+    pub fn text(&self) -> String {
+        match self {
+            Ended::Cancelled => "cancelled".into(),
+            Ended::Rejected { code } => format!("rejected {code}"),
+            Ended::Hangup => "hangup".into(),
+            Ended::Timeout => "timeout".into(),
+        }
+    }
 }
 
 /// RFC 4235 dialog states; each carries what is known in that state.
@@ -122,7 +137,7 @@ pub struct Call {
 /// The call table.
 #[derive(Debug, Default)]
 pub struct Calls {
-    map: HashMap<(String, String), Call>,
+    map: HashMap<(String, String, Direction), Call>,
 }
 
 impl Calls {
@@ -140,9 +155,19 @@ impl Calls {
         direction: Direction,
         phone: Option<Peer>,
     ) {
-        self.map
-            .entry((call_id.to_string(), from_tag.to_string()))
-            .or_insert_with(|| Call {
+        let key = (call_id.to_string(), from_tag.to_string(), direction);
+        if let Some(c) = self.map.get_mut(&key) {
+            // A retransmission changes nothing; a new INVITE after a
+            // challenge (401/407) or a rejection starts the call again.
+            if let CallState::Terminated { .. } = c.state {
+                c.state = CallState::Trying { since: now };
+                c.started = now;
+            }
+            return;
+        }
+        self.map.insert(
+            key,
+            Call {
                 call_id: call_id.to_string(),
                 from_tag: from_tag.to_string(),
                 from_uri: from_uri.to_string(),
@@ -151,22 +176,20 @@ impl Calls {
                 phone,
                 started: now,
                 state: CallState::Trying { since: now },
-            });
+            },
+        );
     }
 
     /// A response to the initial INVITE.
     pub fn on_invite_response(
         &mut self,
         now: Instant,
-        call_id: &str,
-        from_tag: &str,
+        (call_id, from_tag, direction): (&str, &str, Direction),
         code: u16,
         to_tag: Option<&str>,
     ) {
-        let Some(c) = self
-            .map
-            .get_mut(&(call_id.to_string(), from_tag.to_string()))
-        else {
+        let key = (call_id.to_string(), from_tag.to_string(), direction);
+        let Some(c) = self.map.get_mut(&key) else {
             return;
         };
         let next = match (&c.state, code) {
@@ -205,11 +228,9 @@ impl Calls {
     }
 
     /// A CANCEL for the call (the caller gave up).
-    pub fn on_cancel(&mut self, now: Instant, call_id: &str, from_tag: &str) {
-        if let Some(c) = self
-            .map
-            .get_mut(&(call_id.to_string(), from_tag.to_string()))
-        {
+    pub fn on_cancel(&mut self, now: Instant, call_id: &str, from_tag: &str, direction: Direction) {
+        let key = (call_id.to_string(), from_tag.to_string(), direction);
+        if let Some(c) = self.map.get_mut(&key) {
             if !matches!(
                 c.state,
                 CallState::Confirmed { .. } | CallState::Terminated { .. }
@@ -223,15 +244,29 @@ impl Calls {
     }
 
     /// A BYE inside the call, sent by either party (tags in either order).
-    pub fn on_bye(&mut self, now: Instant, call_id: &str, tag_a: &str, tag_b: &str) {
-        for t in [tag_a, tag_b] {
-            if let Some(c) = self.map.get_mut(&(call_id.to_string(), t.to_string())) {
-                if !matches!(c.state, CallState::Terminated { .. }) {
-                    c.state = CallState::Terminated {
-                        at: now,
-                        how: Ended::Hangup,
-                    };
-                }
+    /// `phone` is the site phone on this BYE's leg (its sender on the LAN
+    /// side, its target on the WAN side): with both legs of a site-to-site
+    /// call present, only that leg ends here (the other ends when the BYE
+    /// crosses holdline again).
+    pub fn on_bye(&mut self, now: Instant, call_id: &str, tags: (&str, &str), phone: Option<Peer>) {
+        let matches =
+            |c: &Call| c.call_id == call_id && (c.from_tag == tags.0 || c.from_tag == tags.1);
+        let by_phone = phone.is_some()
+            && self.map.values().any(|c| {
+                matches(c) && c.phone == phone && !matches!(c.state, CallState::Terminated { .. })
+            });
+        for c in self.map.values_mut() {
+            if !matches(c) || matches!(c.state, CallState::Terminated { .. }) {
+                continue;
+            }
+            if by_phone && c.phone != phone {
+                continue;
+            }
+            c.state = CallState::Terminated {
+                at: now,
+                how: Ended::Hangup,
+            };
+            if by_phone {
                 return;
             }
         }
@@ -258,9 +293,10 @@ impl Calls {
         });
     }
 
-    /// A call by Call-ID and caller tag.
-    pub fn get(&self, call_id: &str, from_tag: &str) -> Option<&Call> {
-        self.map.get(&(call_id.to_string(), from_tag.to_string()))
+    /// A call leg by Call-ID, caller tag and direction.
+    pub fn get(&self, call_id: &str, from_tag: &str, direction: Direction) -> Option<&Call> {
+        self.map
+            .get(&(call_id.to_string(), from_tag.to_string(), direction))
     }
 
     /// All calls, oldest first.
@@ -304,23 +340,47 @@ mod tests {
             Direction::Outbound,
             None,
         );
-        assert_eq!(c.get("c", "ft").map(|x| x.state.name()), Some("trying"));
-        c.on_invite_response(t0, "c", "ft", 100, None);
-        assert_eq!(c.get("c", "ft").map(|x| x.state.name()), Some("trying"));
-        c.on_invite_response(t0, "c", "ft", 183, None);
-        assert_eq!(c.get("c", "ft").map(|x| x.state.name()), Some("proceeding"));
-        c.on_invite_response(t0, "c", "ft", 180, Some("tt"));
-        assert_eq!(c.get("c", "ft").map(|x| x.state.name()), Some("early"));
-        c.on_invite_response(t0, "c", "ft", 200, Some("tt"));
-        assert_eq!(c.get("c", "ft").map(|x| x.state.name()), Some("confirmed"));
+        assert_eq!(
+            c.get("c", "ft", Direction::Outbound)
+                .map(|x| x.state.name()),
+            Some("trying")
+        );
+        c.on_invite_response(t0, ("c", "ft", Direction::Outbound), 100, None);
+        assert_eq!(
+            c.get("c", "ft", Direction::Outbound)
+                .map(|x| x.state.name()),
+            Some("trying")
+        );
+        c.on_invite_response(t0, ("c", "ft", Direction::Outbound), 183, None);
+        assert_eq!(
+            c.get("c", "ft", Direction::Outbound)
+                .map(|x| x.state.name()),
+            Some("proceeding")
+        );
+        c.on_invite_response(t0, ("c", "ft", Direction::Outbound), 180, Some("tt"));
+        assert_eq!(
+            c.get("c", "ft", Direction::Outbound)
+                .map(|x| x.state.name()),
+            Some("early")
+        );
+        c.on_invite_response(t0, ("c", "ft", Direction::Outbound), 200, Some("tt"));
+        assert_eq!(
+            c.get("c", "ft", Direction::Outbound)
+                .map(|x| x.state.name()),
+            Some("confirmed")
+        );
         assert_eq!(c.active(), 1);
         // a retransmitted 200 or late 180 changes nothing
-        c.on_invite_response(t0, "c", "ft", 180, Some("tt"));
-        assert_eq!(c.get("c", "ft").map(|x| x.state.name()), Some("confirmed"));
+        c.on_invite_response(t0, ("c", "ft", Direction::Outbound), 180, Some("tt"));
+        assert_eq!(
+            c.get("c", "ft", Direction::Outbound)
+                .map(|x| x.state.name()),
+            Some("confirmed")
+        );
         // callee hangs up: tags swapped
-        c.on_bye(t0, "c", "tt", "ft");
+        c.on_bye(t0, "c", ("tt", "ft"), None);
         assert!(matches!(
-            c.get("c", "ft").map(|x| &x.state),
+            c.get("c", "ft", Direction::Outbound).map(|x| &x.state),
             Some(CallState::Terminated {
                 how: Ended::Hangup,
                 ..
@@ -336,28 +396,31 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Calls::new();
         c.on_invite(t0, ("r", "f"), ("a", "b"), Direction::Inbound, None);
-        c.on_invite_response(t0, "r", "f", 486, Some("x"));
+        c.on_invite_response(t0, ("r", "f", Direction::Inbound), 486, Some("x"));
         assert!(matches!(
-            c.get("r", "f").map(|x| &x.state),
+            c.get("r", "f", Direction::Inbound).map(|x| &x.state),
             Some(CallState::Terminated {
                 how: Ended::Rejected { code: 486 },
                 ..
             })
         ));
         c.on_invite(t0, ("k", "f"), ("a", "b"), Direction::Outbound, None);
-        c.on_cancel(t0, "k", "f");
-        assert_eq!(c.get("k", "f").map(|x| x.state.name()), Some("terminated"));
+        c.on_cancel(t0, "k", "f", Direction::Outbound);
+        assert_eq!(
+            c.get("k", "f", Direction::Outbound).map(|x| x.state.name()),
+            Some("terminated")
+        );
         c.on_invite(t0, ("s", "f"), ("a", "b"), Direction::Outbound, None);
         c.sweep(t0 + SETUP_LIMIT + Duration::from_secs(1));
         assert!(matches!(
-            c.get("s", "f").map(|x| &x.state),
+            c.get("s", "f", Direction::Outbound).map(|x| &x.state),
             Some(CallState::Terminated {
                 how: Ended::Timeout,
                 ..
             })
         ));
         // responses for unknown calls are ignored
-        c.on_invite_response(t0, "nope", "f", 200, None);
+        c.on_invite_response(t0, ("nope", "f", Direction::Outbound), 200, None);
         // the sweep also dropped the calls that ended long ago
         assert_eq!(c.len(), 1);
     }

@@ -736,14 +736,14 @@ impl Edge {
             Method::Subscribe => self.track_subscribe(now, from, &msg),
             Method::Cancel => {
                 if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
-                    self.calls.on_cancel(now, cid, ft);
+                    self.calls.on_cancel(now, cid, ft, Direction::Outbound);
                 }
             }
             Method::Bye => {
                 if let (Some(cid), Some(ft), Some(tt)) =
                     (msg.call_id(), msg.from_tag(), msg.to_tag())
                 {
-                    self.calls.on_bye(now, cid, ft, tt);
+                    self.calls.on_bye(now, cid, (ft, tt), Some(from));
                 }
             }
             _ => {}
@@ -893,14 +893,14 @@ impl Edge {
             }
             Method::Cancel => {
                 if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
-                    self.calls.on_cancel(now, cid, ft);
+                    self.calls.on_cancel(now, cid, ft, Direction::Inbound);
                 }
             }
             Method::Bye => {
                 if let (Some(cid), Some(ft), Some(tt)) =
                     (msg.call_id(), msg.from_tag(), msg.to_tag())
                 {
-                    self.calls.on_bye(now, cid, ft, tt);
+                    self.calls.on_bye(now, cid, (ft, tt), Some(to));
                 }
             }
             Method::Notify => self.observe_notify(now, &msg),
@@ -1057,8 +1057,13 @@ impl Edge {
             Some(Method::Invite) => {
                 if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
                     let tt = msg.to_tag().map(str::to_string);
+                    // A response from the cloud answers a phone's call (outbound leg).
+                    let dir = match side {
+                        Side::Wan => Direction::Outbound,
+                        Side::Lan => Direction::Inbound,
+                    };
                     self.calls
-                        .on_invite_response(now, cid, ft, status, tt.as_deref());
+                        .on_invite_response(now, (cid, ft, dir), status, tt.as_deref());
                 }
             }
             Some(Method::Subscribe) if status >= 200 => {

@@ -325,7 +325,11 @@ fn inbound_request_reaches_the_phone_also_after_restart() {
         .map(|r| r.uri.to_string())
         .collect();
     assert_eq!(rr, vec!["sip:10.0.0.1:5060;lr", "sip:198.51.100.1:5060;lr"]);
-    let call = t2.edge.calls().get("call-in-1", "b1").expect("tracked");
+    let call = t2
+        .edge
+        .calls()
+        .get("call-in-1", "b1", Direction::Inbound)
+        .expect("tracked");
     assert_eq!(call.direction, Direction::Inbound);
 
     // the phone rings and answers; responses go back to the cloud
@@ -341,7 +345,7 @@ fn inbound_request_reaches_the_phone_also_after_restart() {
     assert_eq!(
         t2.edge
             .calls()
-            .get("call-in-1", "b1")
+            .get("call-in-1", "b1", Direction::Inbound)
             .map(|c| c.state.name()),
         Some("early")
     );
@@ -355,7 +359,7 @@ fn inbound_request_reaches_the_phone_also_after_restart() {
     assert_eq!(
         t2.edge
             .calls()
-            .get("call-in-1", "b1")
+            .get("call-in-1", "b1", Direction::Inbound)
             .map(|c| c.state.name()),
         Some("confirmed")
     );
@@ -430,19 +434,28 @@ fn outbound_call_states_and_record_route() {
         fwd.top_via().and_then(|v| v.branch())
     );
     assert_eq!(
-        t.edge.calls().get("out-1", "a1").map(|c| c.state.name()),
+        t.edge
+            .calls()
+            .get("out-1", "a1", Direction::Outbound)
+            .map(|c| c.state.name()),
         Some("trying")
     );
     t.cloud_sends(&answer(&fwd, 180, "Ringing", ""));
     assert_eq!(t.one().0.to, peer(PHONE));
     assert_eq!(
-        t.edge.calls().get("out-1", "a1").map(|c| c.state.name()),
+        t.edge
+            .calls()
+            .get("out-1", "a1", Direction::Outbound)
+            .map(|c| c.state.name()),
         Some("early")
     );
     t.cloud_sends(&answer(&fwd, 200, "OK", ""));
     let _ = t.one();
     assert_eq!(
-        t.edge.calls().get("out-1", "a1").map(|c| c.state.name()),
+        t.edge
+            .calls()
+            .get("out-1", "a1", Direction::Outbound)
+            .map(|c| c.state.name()),
         Some("confirmed")
     );
     // BYE from the phone through our Record-Route
@@ -460,7 +473,10 @@ fn outbound_call_states_and_record_route() {
     );
     assert!(fwd_bye.routes().is_empty());
     assert!(matches!(
-        t.edge.calls().get("out-1", "a1").map(|c| &c.state),
+        t.edge
+            .calls()
+            .get("out-1", "a1", Direction::Outbound)
+            .map(|c| &c.state),
         Some(CallState::Terminated { .. })
     ));
 }
@@ -614,4 +630,83 @@ fn expired_bindings_are_purged_in_memory() {
     let later = t.now + Duration::from_secs(31);
     t.edge.handle_timeout(later);
     assert!(t.edge.bindings().is_empty());
+}
+
+#[test]
+fn a_site_to_site_call_is_tracked_on_both_legs_and_survives_a_challenge() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    let inv = |cseq: u32, branch: &str| {
+        format!(
+            "INVITE sip:alice@cloud.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.7:5062;branch={branch}\r\n\
+             From: <sip:bob@cloud.test>;tag=bb\r\nTo: <sip:alice@cloud.test>\r\n\
+             Call-ID: hairpin\r\nCSeq: {cseq} INVITE\r\nContact: <sip:bob@10.0.0.7:5062>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let bob = peer("10.0.0.7:5062");
+    t.edge
+        .handle_message(t.now, Side::Lan, bob, inv(1, "z9hG4bKh1").as_bytes());
+    let (_, f1) = t.one();
+    t.cloud_sends(&answer(&f1, 407, "Proxy Authentication Required", ""));
+    let _ = t.out();
+    let leg = |t: &T, d| {
+        t.edge
+            .calls()
+            .get("hairpin", "bb", d)
+            .map(|c| c.state.name())
+    };
+    assert_eq!(leg(&t, Direction::Outbound), Some("terminated"));
+    // the authenticated INVITE starts the call again
+    t.edge
+        .handle_message(t.now, Side::Lan, bob, inv(2, "z9hG4bKh2").as_bytes());
+    let (_, f2) = t.one();
+    assert_eq!(leg(&t, Direction::Outbound), Some("trying"));
+    // the cloud hairpins it back to alice through our Path: same Call-ID and tags
+    let back = format!(
+        "INVITE sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKk2\r\n\
+         {}\
+         Route: <sip:198.51.100.1:5060;lr>\r\n\
+         From: <sip:bob@cloud.test>;tag=bb\r\nTo: <sip:alice@cloud.test>\r\n\
+         Call-ID: hairpin\r\nCSeq: 2 INVITE\r\nContact: <sip:bob@10.0.0.7:5062>\r\n\
+         Content-Length: 0\r\n\r\n",
+        f2.header_values("Via")
+            .map(|v| format!("Via: {v}\r\n"))
+            .collect::<String>()
+    );
+    t.cloud_sends(&back);
+    let (tx, to_alice) = t.one();
+    assert_eq!(tx.to, peer(PHONE));
+    assert_eq!(leg(&t, Direction::Inbound), Some("trying"));
+    // alice answers; the 200 goes to the cloud, which relays it to bob through us
+    t.phone_sends(&answer(&to_alice, 200, "OK", ""));
+    let (_, ok_up) = t.one();
+    assert_eq!(leg(&t, Direction::Inbound), Some("confirmed"));
+    assert_eq!(ok_up.via_count(), f2.via_count() + 1);
+    t.cloud_sends(&answer(&f2, 200, "OK", ""));
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, bob);
+    assert_eq!(leg(&t, Direction::Outbound), Some("confirmed"));
+    // bob hangs up: his BYE ends his leg only; alice's ends when it reaches her
+    let bye = "BYE sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bKbye\r\n\
+        Route: <sip:10.0.0.1:5060;lr>, <sip:198.51.100.1:5060;lr>, <sip:192.0.2.10;lr>\r\n\
+        From: <sip:bob@cloud.test>;tag=bb\r\nTo: <sip:alice@cloud.test>;tag=cloud1\r\n\
+        Call-ID: hairpin\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.edge.handle_message(t.now, Side::Lan, bob, bye.as_bytes());
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer("192.0.2.10:5060"));
+    assert_eq!(leg(&t, Direction::Outbound), Some("terminated"));
+    assert_eq!(leg(&t, Direction::Inbound), Some("confirmed"));
+    let bye2 = "BYE sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbye2\r\n\
+        Route: <sip:198.51.100.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        From: <sip:bob@cloud.test>;tag=bb\r\nTo: <sip:alice@cloud.test>;tag=cloud1\r\n\
+        Call-ID: hairpin\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.cloud_sends(bye2);
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(PHONE));
+    assert_eq!(leg(&t, Direction::Inbound), Some("terminated"));
 }

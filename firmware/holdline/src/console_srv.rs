@@ -146,9 +146,7 @@ pub fn answer_from_edge(
                 .into_iter()
                 .map(|c| {
                     let how = match &c.state {
-                        CallState::Terminated { how, .. } => {
-                            Value::Text(format!("{how:?}").to_lowercase())
-                        }
+                        CallState::Terminated { how, .. } => Value::Text(how.text()),
                         _ => Value::Null,
                     };
                     vec![
