@@ -31,6 +31,9 @@ pub enum Login {
     Password(PasswordHash),
     /// No login (the simulated board on a developer's machine only).
     Open,
+    /// No password hash is configured: the console explains that and
+    /// lets nobody in.
+    Disabled,
 }
 
 /// How the serial console behaves.
@@ -298,6 +301,21 @@ where
     let hash = match &cfg.login {
         Login::Open => return Ok(true),
         Login::Password(hash) => hash.clone(),
+        Login::Disabled => loop {
+            term.say("console login disabled: no password hash in the config\n")
+                .await?;
+            // Say it again now and then (a terminal may attach later).
+            if !term
+                .discard_until(
+                    Instant::now() + Duration::from_secs(60),
+                    cfg.heartbeat,
+                    exec,
+                )
+                .await?
+            {
+                return Ok(false);
+            }
+        },
     };
     loop {
         if let Some(left) = guard.locked(Instant::now().into_std()) {

@@ -263,6 +263,20 @@ async fn idle_session_is_logged_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_password_hash_nobody_gets_in() {
+    let mut rig = Rig::start(SerialConfig::new(Login::Disabled)).await;
+    rig.expect("console login disabled: no password hash in the config\r\n")
+        .await;
+    rig.send(b"\r\rshow health\r").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut buf = [0u8; 256];
+    let quiet = tokio::time::timeout(Duration::from_millis(300), rig.term.read(&mut buf)).await;
+    assert!(quiet.is_err(), "no prompt, no echo");
+    assert!(rig.ran().is_empty());
+    rig.served.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_ends_when_the_stream_closes() {
     // Over an in-memory stream (a socket would do the same): EOF ends serve.
     let (client, server) = tokio::io::duplex(1024);
