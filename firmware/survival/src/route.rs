@@ -145,10 +145,13 @@ impl RoutePolicy {
         FailFastDecision::CancelAndRoute(self.local(callee, dir))
     }
 
-    /// The cloud answered a call with a final failure. While it may lack
-    /// bindings (resyncing after a restart, or not Up), a 404/480/408/5xx for a
-    /// callee registered here is routed to the site phone instead of failing.
-    /// Returns `None` to relay the cloud's answer as is.
+    /// The cloud answered a call with a final failure. A 404/480 for a callee
+    /// registered here means the cloud does not (yet) know a phone that
+    /// holdline can reach (a restarted cloud before the resync reached it, a
+    /// local-only phone, a binding kept back by the verification): the call
+    /// goes to the site phone instead of failing. A 408/5xx is treated the
+    /// same while the cloud may lack bindings (resyncing, or not Up).
+    /// Returns `None` to relay the cloud's answer as is (486 Busy, 603, ...).
     pub fn after_cloud_failure(
         &self,
         callee: &str,
@@ -156,8 +159,10 @@ impl RoutePolicy {
         uplink: UplinkView,
         dir: &dyn SiteDirectory,
     ) -> Option<Route> {
-        let lacks = matches!(status, 404 | 408 | 480) || (500..600).contains(&status);
-        if lacks && (uplink.resyncing || !uplink.up) && dir.is_site_phone(callee) {
+        let unknown_there = matches!(status, 404 | 480);
+        let cloud_trouble = status == 408 || (500..600).contains(&status);
+        let reroute = unknown_there || (cloud_trouble && (uplink.resyncing || !uplink.up));
+        if reroute && dir.is_site_phone(callee) {
             Some(Route::SitePhone)
         } else {
             None
@@ -308,7 +313,15 @@ mod tests {
             no_backup.after_cloud_failure("202", 480, resync, &dir),
             Some(Route::SitePhone)
         );
-        assert_eq!(no_backup.after_cloud_failure("202", 480, UP, &dir), None);
+        assert_eq!(
+            no_backup.after_cloud_failure("202", 480, UP, &dir),
+            Some(Route::SitePhone)
+        );
+        assert_eq!(no_backup.after_cloud_failure("202", 500, UP, &dir), None);
+        assert_eq!(
+            no_backup.after_cloud_failure("202", 503, resync, &dir),
+            Some(Route::SitePhone)
+        );
         assert_eq!(
             no_backup.after_cloud_failure("202", 486, resync, &dir),
             None

@@ -140,6 +140,9 @@ pub enum NotifyOutcome {
 pub enum FollowUp {
     /// Nothing.
     None,
+    /// The state changed while this NOTIFY was in flight: call
+    /// [`Subscription::next_notify`] now to send the latest (full) state.
+    SendNow,
     /// Call [`Subscription::next_notify`] at this time to re-send the current state.
     RetryAt(Millis),
     /// The subscription is gone: remove it (store and BLF watchers).
@@ -174,6 +177,9 @@ pub struct Subscription {
     losses: u32,
     retry_at: Option<Millis>,
     pending_final: Option<SubState>,
+    in_flight: bool,
+    relays_in_flight: u32,
+    dirty: bool,
 }
 
 impl Subscription {
@@ -189,6 +195,9 @@ impl Subscription {
             losses: 0,
             retry_at: None,
             pending_final: None,
+            in_flight: false,
+            relays_in_flight: 0,
+            dirty: false,
         }
     }
 
@@ -257,6 +266,7 @@ impl Subscription {
             return CloudNotify::Reject481;
         }
         self.last_cseq = self.last_cseq.max(cseq);
+        self.relays_in_flight = self.relays_in_flight.saturating_add(1);
         if let Some(v) = version {
             self.last_version = Some(self.last_version.map_or(v, |l| l.max(v)));
         }
@@ -264,6 +274,19 @@ impl Subscription {
             self.expires_at = e;
         }
         CloudNotify::Relay
+    }
+
+    /// A relayed cloud NOTIFY's transaction ended (the phone answered, or
+    /// the proxy transaction timed out). Our own NOTIFYs wait for relayed ones
+    /// still in flight, so that a take-over NOTIFY never overtakes the
+    /// cloud's last one on the wire.
+    pub fn relay_done(&mut self) -> FollowUp {
+        self.relays_in_flight = self.relays_in_flight.saturating_sub(1);
+        if self.relays_in_flight == 0 && self.dirty && !self.in_flight && self.is_local() {
+            FollowUp::SendNow
+        } else {
+            FollowUp::None
+        }
     }
 
     /// The phone refreshed through the cloud and the cloud granted `expires_at`.
@@ -304,9 +327,18 @@ impl Subscription {
     }
 
     /// The next NOTIFY to send (state change, refresh, retry). `None` when the
-    /// subscription is not served locally.
+    /// subscription is not served locally, or while a NOTIFY of this dialog is
+    /// still in flight: at most one NOTIFY transaction is outstanding per
+    /// dialog (UDP may reorder two, and phones drop a CSeq that goes
+    /// backwards); the change is remembered and [`FollowUp::SendNow`] asks
+    /// for it when the outstanding one ends. The driver must report every
+    /// NOTIFY's outcome ([`Subscription::notify_outcome`]).
     pub fn next_notify(&mut self, now: Millis) -> Option<NotifyPlan> {
         if !self.is_local() {
+            return None;
+        }
+        if self.in_flight || self.relays_in_flight > 0 {
+            self.dirty = true;
             return None;
         }
         self.retry_at = None;
@@ -322,8 +354,15 @@ impl Subscription {
 
     /// The final `terminated;reason=deactivated` NOTIFY (resync). `None` if
     /// the subscription is not served locally.
+    /// While a NOTIFY is in flight the termination is queued and
+    /// [`FollowUp::SendNow`] asks for it (through `next_notify`) afterwards.
     pub fn deactivate(&mut self) -> Option<NotifyPlan> {
         if !self.is_local() {
+            return None;
+        }
+        if self.in_flight || self.relays_in_flight > 0 {
+            self.pending_final = Some(SubState::Deactivated);
+            self.dirty = true;
             return None;
         }
         self.retry_at = None;
@@ -343,6 +382,8 @@ impl Subscription {
         if state.is_terminated() {
             self.phase = Phase::Terminated;
         }
+        self.in_flight = true;
+        self.dirty = false;
         NotifyPlan {
             cseq: self.last_cseq,
             version,
@@ -357,11 +398,14 @@ impl Subscription {
         outcome: NotifyOutcome,
         cfg: &SubscriptionConfig,
     ) -> FollowUp {
+        self.in_flight = false;
         match outcome {
             NotifyOutcome::Delivered => {
                 self.losses = 0;
                 if self.phase == Phase::Terminated {
                     FollowUp::Remove
+                } else if self.dirty && self.relays_in_flight == 0 {
+                    FollowUp::SendNow
                 } else {
                     FollowUp::None
                 }
@@ -422,12 +466,28 @@ mod tests {
             CloudNotify::Relay
         );
         assert_eq!(s.on_cloud_notify(8, Some(42), None), CloudNotify::Relay);
+        assert_eq!(s.relay_done(), FollowUp::None);
         assert!(s.take_over());
         assert!(!s.take_over());
+        // The cloud's last NOTIFY is still on its way to the phone: wait for it.
+        assert_eq!(s.next_notify(Millis(99_000)), None);
+        assert_eq!(s.relay_done(), FollowUp::SendNow);
         let n = s.next_notify(Millis(100_000)).unwrap();
         assert_eq!(n.cseq, 9);
         assert_eq!(n.version, Some(43));
         assert_eq!(n.state.header_value(), "active;expires=400");
+        // One NOTIFY in flight per dialog: the next change waits for it.
+        assert_eq!(s.next_notify(Millis(100_001)), None);
+        assert_eq!(
+            s.notify_outcome(Millis(100_050), NotifyOutcome::Delivered, &cfg),
+            FollowUp::SendNow
+        );
+        let n = s.next_notify(Millis(100_050)).unwrap();
+        assert_eq!((n.cseq, n.version), (10, Some(44)));
+        assert_eq!(
+            s.notify_outcome(Millis(100_090), NotifyOutcome::Delivered, &cfg),
+            FollowUp::None
+        );
         // The cloud comes back with old counters: never relayed.
         assert_eq!(s.on_cloud_notify(3, Some(2), None), CloudNotify::Reject481);
         // Refresh answered locally.
@@ -435,6 +495,8 @@ mod tests {
             s.on_refresh(Millis(200_000), 3600, &cfg),
             RefreshAnswer::Accept { expires: 3600 }
         );
+        let after_refresh = s.next_notify(Millis(200_000)).unwrap();
+        assert_eq!(after_refresh.cseq, 11);
         // A lost NOTIFY does not kill it; a retry goes out with higher CSeq.
         assert!(matches!(
             s.notify_outcome(Millis(230_000), NotifyOutcome::Lost, &cfg),
@@ -443,15 +505,26 @@ mod tests {
         assert_eq!(s.phase(), Phase::TakenOver);
         assert_eq!(s.poll_timeout(), Some(Millis(232_000)));
         let r = s.next_notify(Millis(232_000)).unwrap();
-        assert_eq!((r.cseq, r.version), (10, Some(44)));
+        assert_eq!((r.cseq, r.version), (12, Some(46)));
         assert_eq!(
             s.notify_outcome(Millis(233_000), NotifyOutcome::Delivered, &cfg),
             FollowUp::None
         );
+        // A termination asked for while a NOTIFY is in flight waits for it.
+        let mut q = Subscription::observed(ids(), Package::Dialog, Millis(600_000));
+        q.take_over();
+        q.next_notify(Millis(0)).unwrap();
+        assert_eq!(q.deactivate(), None);
+        assert_eq!(
+            q.notify_outcome(Millis(10), NotifyOutcome::Delivered, &cfg),
+            FollowUp::SendNow
+        );
+        let t = q.next_notify(Millis(10)).unwrap();
+        assert_eq!(t.state, SubState::Deactivated);
         // Resync: deactivated, still monotonic; then nothing more.
         let d = s.deactivate().unwrap();
         assert_eq!(d.state.header_value(), "terminated;reason=deactivated");
-        assert_eq!((d.cseq, d.version), (11, Some(45)));
+        assert_eq!((d.cseq, d.version), (13, Some(47)));
         assert_eq!(s.next_notify(Millis(300_000)), None);
         assert_eq!(
             s.notify_outcome(Millis(300_000), NotifyOutcome::Delivered, &cfg),
@@ -465,7 +538,7 @@ mod tests {
         let mut s = Subscription::observed(ids(), Package::MessageSummary, Millis(10_000));
         s.take_over();
         for i in 0..2 {
-            s.next_notify(Millis(i));
+            s.next_notify(Millis(i)).unwrap();
             assert!(matches!(
                 s.notify_outcome(Millis(i), NotifyOutcome::Lost, &cfg),
                 FollowUp::RetryAt(_)
@@ -500,6 +573,11 @@ mod tests {
         let n = s.next_notify(Millis(0)).unwrap();
         assert_eq!((n.cseq, n.version), (1, Some(0)));
         assert_eq!(s.on_refresh(Millis(1), 0, &cfg), RefreshAnswer::Unsubscribe);
+        assert_eq!(s.next_notify(Millis(1)), None, "first one in flight");
+        assert_eq!(
+            s.notify_outcome(Millis(1), NotifyOutcome::Delivered, &cfg),
+            FollowUp::SendNow
+        );
         let f = s.next_notify(Millis(1)).unwrap();
         assert_eq!(f.state.header_value(), "terminated;reason=noresource");
         assert_eq!(f.cseq, 2);

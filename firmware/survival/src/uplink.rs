@@ -439,10 +439,18 @@ impl UplinkMonitor {
             .outstanding
             .front()
             .map(|(_, sent)| *sent + self.config.probe_timeout);
+        // The hold-down only ends by the clock once enough answers are in;
+        // otherwise the next answer re-checks it (no timeout in the past).
         let hold = match &self.state {
             Uplink::Recovering {
-                since, hold_down, ..
-            } => Some(*since + *hold_down),
+                since,
+                hold_down,
+                successes,
+                failures,
+                ..
+            } if *successes >= self.config.recover_successes && *failures == 0 => {
+                Some(*since + *hold_down)
+            }
             _ => None,
         };
         [Some(self.next_probe_at), probe_deadline, hold]
@@ -1051,6 +1059,27 @@ mod tests {
                 "outage began with the first silence"
             );
         }
+    }
+
+    #[test]
+    fn poll_timeout_is_never_left_in_the_past() {
+        let mut m = UplinkMonitor::new(UplinkConfig::default(), Millis(0));
+        let mut w = Wire::new(30);
+        w.silent_from = Some(1_000);
+        w.silent_until = Some(5_000);
+        let mut now = 0;
+        let mut same = 0;
+        while now < 60_000 {
+            let before = now;
+            run(&mut m, &mut w, now, now + 1);
+            // After handling `now`, the next timeout must be in the future.
+            if let Some(t) = m.poll_timeout() {
+                assert!(t.0 > before || m.poll_probe(Millis(before)).is_some());
+            }
+            now += 1;
+            same += 1;
+        }
+        assert!(same > 0);
     }
 
     #[test]
