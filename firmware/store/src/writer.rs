@@ -131,8 +131,17 @@ impl Shared {
     }
 }
 
+/// Marks the writer dead when its thread ends, also by unwinding.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Relaxed);
+    }
+}
+
 pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, max_group: usize) {
-    shared.alive.store(true, Ordering::Relaxed);
+    let _alive = AliveGuard(Arc::clone(&shared));
     let max_group = max_group.max(1);
     loop {
         shared.beat();
@@ -168,7 +177,6 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, 
         }
         flush(&mut conn, &mut group, &shared);
     }
-    shared.alive.store(false, Ordering::Relaxed);
 }
 
 fn apply_all<'a>(

@@ -149,3 +149,31 @@ fn writer_is_alive_and_finishes_queued_commits_on_close() {
     // The writer finishes queued jobs before it stops.
     rx.blocking_recv().unwrap().unwrap();
 }
+
+#[test]
+fn background_purger_runs_on_its_interval() {
+    let dir = TempDir::new("purger");
+    let opts = StoreOptions {
+        purge_interval: std::time::Duration::from_millis(50),
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(&dir.db(), opts).unwrap();
+    // Expired long ago by the system clock.
+    let old = 1_000_000_000;
+    store
+        .commit_blocking(vec![
+            Write::UpsertBinding(binding(1, old)),
+            Write::UpsertBinding(binding(2, holdline_store::MAX_UNIX_TIME)),
+        ])
+        .unwrap();
+    let purger = store.spawn_purger().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.stats().last_purge.is_none() {
+        assert!(std::time::Instant::now() < deadline, "purger never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(purger);
+    let left = store.load_bindings().unwrap().items;
+    assert_eq!(left, vec![binding(2, holdline_store::MAX_UNIX_TIME)]);
+    assert_eq!(StoreOptions::default().purge_interval.as_secs(), 600);
+}
