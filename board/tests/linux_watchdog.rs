@@ -179,8 +179,11 @@ fn against_softdog_when_it_can_be_loaded() {
         }
     };
     let mut wd = LinuxWatchdog::new(&device);
-    let boot = wd.boot_status().expect("sysfs bootstatus");
-    assert_ne!(boot, BootStatus::WatchdogReset, "softdog never reset us");
+    // Before start the status comes from sysfs (CONFIG_WATCHDOG_SYSFS).
+    match wd.boot_status() {
+        Ok(boot) => assert_ne!(boot, BootStatus::WatchdogReset, "softdog never reset us"),
+        Err(e) => println!("no sysfs bootstatus before start: {e}"),
+    }
     let took = wd.start(Duration::from_secs(37)).expect("start");
     assert_eq!(took, Duration::from_secs(37), "softdog takes any timeout");
     let info = wd.info().expect("WDIOC_GETSUPPORT");
