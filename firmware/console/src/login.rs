@@ -54,6 +54,18 @@ impl PasswordHash {
         Self::create_with(Argon2::default(), password, salt)
     }
 
+    /// Hashes `password` with Argon2id, default parameters and a random
+    /// 16-byte salt from the kernel (`/dev/urandom`): what a
+    /// `hash-password` tool writes into `[console] password_hash`.
+    pub fn create_random(password: &str) -> Result<Self, BadHash> {
+        use std::io::Read;
+        let mut salt = [0u8; 16];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut salt))
+            .map_err(|e| BadHash(format!("no random salt: {e}")))?;
+        Self::create(password, &salt)
+    }
+
     /// As [`PasswordHash::create`] with explicit parameters (tests use tiny
     /// ones so that debug builds stay quick).
     pub fn create_with(argon: Argon2<'_>, password: &str, salt: &[u8]) -> Result<Self, BadHash> {
@@ -199,6 +211,15 @@ mod tests {
         assert!(!again.verify("tech-43"));
         assert!(!again.verify(""));
         assert_eq!(format!("{again:?}"), "PasswordHash(..)");
+    }
+
+    #[test]
+    fn random_salts_differ_and_default_params_verify() {
+        let a = PasswordHash::create_random("pw").unwrap();
+        let b = PasswordHash::create_random("pw").unwrap();
+        assert_ne!(a.as_phc(), b.as_phc());
+        assert!(a.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(a.verify("pw"));
     }
 
     #[test]
