@@ -142,13 +142,22 @@ fn load_layout(cfg: &UpdateConfig, board: &str) -> Result<Layout, UpdateCmdError
     Ok(layout)
 }
 
-/// Opens the agent for `board` (the `[board] profile`). With
+/// The board name bundles and layouts are matched against: the profile's
+/// `[board] name` (`[board] profile` may be a path to a profile file, as in
+/// the cm4-box image); the profile text itself when it cannot be read.
+pub fn board_name(profile: &str) -> String {
+    holdline_board::profile::Profile::load(profile)
+        .map_or_else(|_| profile.to_owned(), |p| p.board.name)
+}
+
+/// Opens the agent for `board` (the `[board] profile`, name or path). With
 /// `need_keys`, a missing `[update] keys` is an error.
 pub fn open_agent(
     cfg: &UpdateConfig,
     board: &str,
     need_keys: bool,
 ) -> Result<Agent, UpdateCmdError> {
+    let board = &board_name(board);
     let layout = load_layout(cfg, board)?;
     let keys = match &cfg.keys {
         Some(p) => keys::load_keyring(p)?,
@@ -353,6 +362,21 @@ mod tests {
         err.clear();
         assert_eq!(run(&cfg, "apu2", action, &mut out, &mut err), 3);
         assert!(String::from_utf8_lossy(&err).contains("no [update] layout"));
+    }
+
+    #[test]
+    fn board_name_from_a_profile_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("board.toml");
+        std::fs::write(
+            &p,
+            "[board]\nname = \"cm4-box\"\n[watchdog]\nkind = \"external\"\n[serial]\nkind = \"none\"\n\
+             [leds]\nstatus = { kind = \"sim\" }\ncloud = { kind = \"sim\" }\nfault = { kind = \"sim\" }\n",
+        )
+        .unwrap();
+        assert_eq!(board_name(p.to_str().unwrap()), "cm4-box");
+        assert_eq!(board_name("sim"), "sim");
+        assert_eq!(board_name("apu2"), "apu2");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use holdline_board::profile::{Profile, WatchdogConfig};
 use holdline_update::manifest::ManifestTemplate;
 use holdline_update::slots::{BootloaderSpec, Layout, SlotTarget};
 
@@ -20,6 +21,19 @@ fn boards() -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The board profile a config names: built in, or a file in the overlay.
+fn board_profile(dir: &Path, cfg: &str) -> Profile {
+    let v: toml::Value = toml::from_str(cfg).expect("config is TOML");
+    let name = v["board"]["profile"].as_str().expect("[board] profile");
+    match name.strip_prefix('/') {
+        Some(rel) => {
+            let p = dir.join("rootfs").join(rel);
+            Profile::parse(&read(&p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        }
+        None => Profile::load(name).unwrap_or_else(|e| panic!("{name}: {e}")),
+    }
 }
 
 fn read(p: &Path) -> String {
@@ -42,10 +56,8 @@ fn manifests_and_layouts_parse_and_name_their_board() {
             Layout::parse(&read(&dir.join("slots.toml"))).unwrap_or_else(|e| panic!("{b}: {e}"));
         assert_eq!(l.board, b);
         let cfg = read(&dir.join("rootfs/etc/holdline/holdline.toml"));
-        assert!(
-            cfg.contains(&format!("profile = \"{b}\"")),
-            "{b}: config names another board"
-        );
+        let profile = board_profile(&dir, &cfg);
+        assert_eq!(profile.board.name, b, "{b}: config names another board");
         if b == "sim" {
             assert_eq!(
                 l,
@@ -71,11 +83,22 @@ fn manifests_and_layouts_parse_and_name_their_board() {
                 wd.contains("test-binary = /usr/lib/holdline/watchdog-test"),
                 "{b}"
             );
-            assert!(
-                !wd.lines()
-                    .any(|l| l.trim_start().starts_with("watchdog-device")),
-                "{b}: holdline owns the hardware watchdog; the daemon must not open it"
-            );
+            let daemon_owns_device = wd
+                .lines()
+                .any(|l| l.trim_start().starts_with("watchdog-device"));
+            // The device opens only once: exactly one of holdline and the
+            // watchdog daemon may own it.
+            match profile.watchdog {
+                WatchdogConfig::External => {
+                    assert!(daemon_owns_device, "{b}: nobody feeds the watchdog")
+                }
+                WatchdogConfig::Linux { .. } => {
+                    assert!(!daemon_owns_device, "{b}: both open the watchdog")
+                }
+                WatchdogConfig::Sim { .. } => {
+                    panic!("{b}: a real board with the simulated watchdog")
+                }
+            }
         }
     }
 }
