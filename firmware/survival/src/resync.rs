@@ -179,6 +179,7 @@ pub struct ResyncPacer<K, S> {
     in_flight: Vec<(K, u32)>,
     subs: VecDeque<S>,
     progress: ResyncProgress,
+    releases: u64,
 }
 
 const TOKEN: u64 = 1000;
@@ -229,6 +230,7 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
             in_flight: Vec::new(),
             subs: subscriptions.into(),
             progress,
+            releases: 0,
         };
         p.check_done(now);
         p
@@ -276,6 +278,7 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
             return false;
         }
         self.tokens_milli -= TOKEN;
+        self.releases += 1;
         let max_extra = self.interval_ms() * u64::from(self.cfg.jitter_permille) / 1000;
         let extra = self.rng.range_inclusive(0, max_extra);
         self.not_before = Millis(now.0 + extra);
@@ -370,6 +373,12 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
         self.progress.bindings_failed += self.bindings.len();
         self.bindings.clear();
         self.check_done(now);
+    }
+
+    /// Releases so far (each took one token: re-REGISTERs, terminations,
+    /// phones' refreshes admitted against the pace).
+    pub fn releases(&self) -> u64 {
+        self.releases
     }
 
     /// Bindings not yet given back.

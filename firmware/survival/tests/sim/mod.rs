@@ -227,6 +227,7 @@ struct Sim {
     push_inflight: BTreeSet<usize>,
     hl_rng: Rng,
     trusted: bool,
+    resync_rate: u32,
     recovering_since: Option<u64>,
     flap_window_ms: u64,
     // bookkeeping
@@ -234,6 +235,7 @@ struct Sim {
     pending_calls: VecDeque<usize>,
     report: SeedReport,
     end: u64,
+    trace: bool,
 }
 
 /// Runs one seed; `Err` names the first invariant violated.
@@ -264,6 +266,9 @@ impl Sim {
         let end = fail2 + d2 + 300_000;
         let has_backup = rng.chance(1, 2);
         let trusted = rng.chance(1, 2);
+        // A low `resync_rate` so that the few bindings of the simulated site
+        // actually run into the cap.
+        let resync_rate = u32::try_from(rng.range_inclusive(2, 10)).unwrap_or(5);
         let numbers = (0..PHONES).map(|i| format!("2{i:02}")).collect();
         let mut phones = vec![
             Phone {
@@ -318,6 +323,7 @@ impl Sim {
             push_inflight: BTreeSet::new(),
             hl_rng: Rng::seeded(hl_seed),
             trusted,
+            resync_rate,
             recovering_since: None,
             flap_window_ms,
             calls: Vec::new(),
@@ -327,6 +333,7 @@ impl Sim {
                 ..SeedReport::default()
             },
             end,
+            trace: std::env::var_os("HOLDLINE_SIM_TRACE").is_some(),
         };
         sim.cloud.retain_subs = sim.rng.chance(1, 2);
         // Boot: every known phone registered through the cloud, subscribed
@@ -470,6 +477,14 @@ impl Sim {
             self.now = self.now.max(next);
             while self.queue.peek().is_some_and(|s| s.t <= self.now) {
                 if let Some(s) = self.queue.pop() {
+                    if self.trace {
+                        eprintln!(
+                            "{:>8} {:?} uplink={}",
+                            self.now,
+                            s.ev,
+                            self.uplink.state().kind()
+                        );
+                    }
                     self.handle(s.ev)?;
                 }
             }
@@ -500,6 +515,9 @@ impl Sim {
 
     fn uplink_events(&mut self) -> Result<(), String> {
         while let Some(ev) = self.uplink.poll_event() {
+            if self.trace {
+                eprintln!("{:>8} uplink {:?}", self.now, ev);
+            }
             match ev {
                 UplinkEvent::Transition { at, to, .. } => match to {
                     UplinkKind::Down => {
@@ -589,7 +607,10 @@ impl Sim {
         let rng = Rng::seeded(self.hl_rng.next_u64());
         self.pacer = Some(ResyncPacer::new(
             Millis(at),
-            PacerConfig::default(),
+            PacerConfig {
+                rate: self.resync_rate,
+                ..PacerConfig::default()
+            },
             divisor,
             mode,
             plan,
@@ -1022,6 +1043,12 @@ impl Sim {
     }
 
     fn finish(&mut self, idx: usize, ok: bool) -> Result<(), String> {
+        // A callee that died while the call was being set up had no route after all.
+        if let Callee::Site(c) = self.calls[idx].to {
+            if !self.phones[c].alive {
+                self.calls[idx].had_local_route = false;
+            }
+        }
         let call = &mut self.calls[idx];
         if call.state != CallState::Pending {
             return Ok(());
@@ -1150,10 +1177,13 @@ impl Sim {
         let mut forward = self.uplink.cloud_usable();
         if forward {
             if let Some(pc) = self.pacer.as_mut() {
+                let before = pc.releases();
                 if pc.admit_phone_refresh(now, &p) == Admission::AnswerLocally {
                     forward = false;
                 } else {
-                    self.paced()?;
+                    if pc.releases() > before {
+                        self.paced()?;
+                    }
                     if self.last_plan.contains(&p) {
                         self.push_inflight.insert(p);
                     }
