@@ -106,6 +106,9 @@ pub enum UpdateCmdError {
     /// The agent failed.
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// The agent's background task failed.
+    #[error("update agent task: {0}")]
+    Task(String),
 }
 
 impl UpdateCmdError {
@@ -238,6 +241,66 @@ pub fn tick(agent: &mut Agent, healthy: bool) -> Result<TickAction, AgentError> 
             })
         }
     }
+}
+
+/// Runs the update agent for the daemon's whole life: reconciles the boot
+/// ([`start_agent`]), then every `every` asks `healthy()` and ticks the agent.
+/// Returns only when the appliance must restart: on the simulated board the
+/// daemon then shuts down and exits so that its supervisor starts it again
+/// (that start is the reboot into the bootloader's choice); on a real board
+/// the agent has already started `systemctl reboot`. An agent error is
+/// logged by the caller; the SIP service must not stop because of it.
+pub async fn supervise(
+    cfg: UpdateConfig,
+    board: String,
+    healthy: impl Fn() -> bool + Send + 'static,
+    every: std::time::Duration,
+) -> Result<TickAction, UpdateCmdError> {
+    let (agent, event) = tokio::task::spawn_blocking(move || start_agent(&cfg, &board))
+        .await
+        .map_err(|e| UpdateCmdError::Task(e.to_string()))??;
+    tracing::info!(?event, "update agent: boot reconciled");
+    let agent = std::sync::Arc::new(std::sync::Mutex::new(agent));
+    loop {
+        tokio::time::sleep(every).await;
+        let ok = healthy();
+        let a = agent.clone();
+        let action = tokio::task::spawn_blocking(move || {
+            let mut agent = a
+                .lock()
+                .map_err(|_| UpdateCmdError::Task("agent lock poisoned".into()))?;
+            tick(&mut agent, ok).map_err(UpdateCmdError::from)
+        })
+        .await
+        .map_err(|e| UpdateCmdError::Task(e.to_string()))??;
+        match action {
+            TickAction::Continue => {}
+            TickAction::Committed(v) => {
+                tracing::info!(version = %v, "update committed after its trial boot")
+            }
+            restart @ TickAction::Restart { .. } => {
+                tracing::warn!(?restart, "update agent: restarting the appliance");
+                return Ok(restart);
+            }
+        }
+    }
+}
+
+/// Install for the management API: a refused bundle is
+/// [`crate::mgmt::InstallFailure::Refused`], anything else `Failed`.
+pub fn install_for_api(
+    cfg: &UpdateConfig,
+    board: &str,
+    bundle: &Path,
+    opts: InstallOptions,
+) -> Result<InstallReport, crate::mgmt::InstallFailure> {
+    install(cfg, board, bundle, opts).map_err(|e| match &e {
+        UpdateCmdError::Agent(a) if a.is_refusal() => {
+            crate::mgmt::InstallFailure::Refused(e.to_string())
+        }
+        UpdateCmdError::NoKeys => crate::mgmt::InstallFailure::Refused(e.to_string()),
+        _ => crate::mgmt::InstallFailure::Failed(e.to_string()),
+    })
 }
 
 /// Installs a bundle (CLI and management API).
@@ -377,6 +440,71 @@ mod tests {
         assert_eq!(board_name(p.to_str().unwrap()), "cm4-box");
         assert_eq!(board_name("sim"), "sim");
         assert_eq!(board_name("apu2"), "apu2");
+    }
+
+    #[tokio::test]
+    async fn supervise_restarts_after_an_install_on_the_sim_board() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keys::generate().unwrap();
+        let pubkey = dir.path().join("k.pub");
+        keys::write_public(&pubkey, &key.verifying_key()).unwrap();
+        let cfg = sim_cfg(dir.path(), Some(pubkey));
+        // A signed sim bundle with an (empty) rootfs.
+        let rootfs = dir.path().join("rootfs.tar");
+        std::fs::write(&rootfs, [0u8; 1024]).unwrap(); // an empty tar archive
+        let bundle = dir.path().join("b.hlb");
+        let t = holdline_update::manifest::ManifestTemplate {
+            format: holdline_update::manifest::FORMAT_VERSION,
+            compatible: vec!["sim".into()],
+            description: String::new(),
+        };
+        holdline_update::bundle::build(
+            &bundle,
+            &t,
+            semver::Version::new(99, 0, 0),
+            0,
+            &[(holdline_update::bundle::ROOTFS.into(), rootfs)],
+        )
+        .unwrap();
+        holdline_update::bundle::sign(&bundle, &key).unwrap();
+
+        let sup = tokio::spawn(supervise(
+            cfg.clone(),
+            "sim".into(),
+            || true,
+            std::time::Duration::from_millis(10),
+        ));
+        // The daemon is up (boot reconciled) before the install comes in.
+        while status(&cfg, "sim")
+            .map(|s| s.last_result.is_none() && s.slots[0].version.is_none())
+            .unwrap_or(true)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let r = install_for_api(&cfg, "sim", &bundle, InstallOptions::default()).unwrap();
+        assert_eq!(r.version, semver::Version::new(99, 0, 0));
+        let action = sup.await.unwrap().unwrap();
+        assert!(matches!(action, TickAction::Restart { .. }), "{action:?}");
+        // "Restart": the next start boots the new slot on trial and commits it.
+        let (mut agent, ev) = start_agent(&cfg, "sim").unwrap();
+        assert!(matches!(ev, BootEvent::TrialStarted { .. }), "{ev:?}");
+        assert_eq!(
+            tick(&mut agent, true).unwrap(),
+            TickAction::Committed("99.0.0".into())
+        );
+        // A bad bundle is a refusal; a setup problem is a failure.
+        let junk = dir.path().join("junk.hlb");
+        std::fs::write(&junk, b"junk").unwrap();
+        let err = install_for_api(&cfg, "sim", &junk, InstallOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, crate::mgmt::InstallFailure::Refused(_)),
+            "{err:?}"
+        );
+        let err = install_for_api(&cfg, "apu2", &bundle, InstallOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, crate::mgmt::InstallFailure::Failed(_)),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -228,6 +228,7 @@ struct Sim {
     hl_rng: Rng,
     trusted: bool,
     resync_rate: u32,
+    resync_cap: usize,
     recovering_since: Option<u64>,
     flap_window_ms: u64,
     // bookkeeping
@@ -324,6 +325,7 @@ impl Sim {
             hl_rng: Rng::seeded(hl_seed),
             trusted,
             resync_rate,
+            resync_cap: 1,
             recovering_since: None,
             flap_window_ms,
             calls: Vec::new(),
@@ -618,6 +620,8 @@ impl Sim {
             rng,
         ));
         self.pacer_log.clear();
+        // The cap the configuration promises, not what the pacer says of itself.
+        self.resync_cap = usize::try_from((self.resync_rate / divisor.max(1)).max(1)).unwrap_or(1);
         self.resync_no += 1;
         self.report.resyncs.push((at, divisor, None));
         if !self.trusted {
@@ -634,10 +638,10 @@ impl Sim {
     }
 
     fn paced(&mut self) -> Result<(), String> {
-        let Some(p) = self.pacer.as_ref() else {
+        if self.pacer.is_none() {
             return Ok(());
-        };
-        let rate = usize::try_from(p.rate()).unwrap_or(usize::MAX);
+        }
+        let rate = self.resync_cap;
         self.pacer_log.push_back(self.now);
         while self.pacer_log.len() > rate + 1 {
             self.pacer_log.pop_front();
@@ -1410,7 +1414,7 @@ impl Sim {
         }
         while let Some(&idx) = self.pending_calls.front() {
             let c = &self.calls[idx];
-            if c.state != CallState::Pending || c.keep_waiting {
+            if c.state != CallState::Pending || (c.keep_waiting && !c.had_local_route) {
                 self.pending_calls.pop_front();
                 continue;
             }
