@@ -251,7 +251,10 @@ impl Holdline {
     /// Runs `holdline console --socket S ARGS...`.
     pub fn console(&self, args: &[&str]) -> Result<ConsoleAnswer, RigError> {
         let mut cmd = Command::new(binary()?);
-        cmd.arg("console").arg("--socket").arg(self.socket()).args(args);
+        cmd.arg("console")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args);
         let out = proc::run_bounded(cmd, Duration::from_secs(20))
             .map_err(|e| RigError::io("holdline console", e))?;
         Ok(ConsoleAnswer {
