@@ -177,3 +177,29 @@ fn background_purger_runs_on_its_interval() {
     assert_eq!(left, vec![binding(2, holdline_store::MAX_UNIX_TIME)]);
     assert_eq!(StoreOptions::default().purge_interval.as_secs(), 600);
 }
+
+#[test]
+fn purge_trims_event_log_and_quarantine_to_their_caps() {
+    let dir = TempDir::new("trim");
+    let opts = StoreOptions {
+        max_events: 5,
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(&dir.db(), opts).unwrap();
+    let evs = (0..20)
+        .map(|i| {
+            Write::Event(Event {
+                at: NOW + i,
+                kind: "uplink.flap".into(),
+                detail: format!("n{i}"),
+            })
+        })
+        .collect();
+    store.commit_blocking(evs).unwrap();
+    let rep = store.purge_expired(NOW, 100).unwrap();
+    assert_eq!(rep.trimmed, 15);
+    let left = store.events(100).unwrap();
+    assert_eq!(left.len(), 5);
+    assert_eq!(left[0].event.detail, "n19", "the newest are kept");
+    assert_eq!(left[4].event.detail, "n15");
+}

@@ -230,3 +230,16 @@ fn unopenable_path_is_an_error_not_a_set_aside() {
     let path = dir.0.join("missing-dir").join("holdline.db");
     assert!(Store::open(&path, StoreOptions::default()).is_err());
 }
+
+#[test]
+fn garbage_wal_is_ignored_not_fatal() {
+    // SQLite checksums WAL frames; a WAL of garbage (e.g. a torn append) is not replayed.
+    let dir = TempDir::new("garbage-wal");
+    populated(&dir, 20);
+    let mut rng = holdline_store::damage::Rng::new(5);
+    let wal: Vec<u8> = (0..16_384).map(|_| rng.next_u64() as u8).collect();
+    std::fs::write(format!("{}-wal", dir.db().display()), wal).unwrap();
+    let (store, report) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+    assert!(report.set_aside.is_none(), "{:?}", report.set_aside_reason);
+    assert_eq!(store.load_bindings().unwrap().items.len(), 20);
+}
