@@ -525,6 +525,36 @@ mod tests {
     }
 
     #[test]
+    fn idle_time_does_not_build_a_burst() {
+        let plan = ResyncPlan {
+            verified: (0..100u32).collect(),
+            rejected: vec![],
+        };
+        let mut p: ResyncPacer<u32, ()> = ResyncPacer::new(
+            Millis(0),
+            PacerConfig {
+                rate: 10,
+                ..PacerConfig::default()
+            },
+            1,
+            ResyncMode::Untrusted,
+            plan,
+            vec![],
+            Rng::seeded(5),
+        );
+        // Nobody refreshes for a minute, then every phone at once, every 10 ms.
+        let mut forwarded = Vec::new();
+        for i in 0..100u32 {
+            let t = 60_000 + u64::from(i) * 10;
+            if p.admit_phone_refresh(Millis(t), &i) == Admission::Forward {
+                forwarded.push(t);
+            }
+        }
+        assert!(!forwarded.is_empty());
+        assert!(max_in_window(&forwarded, 1000) <= 10, "{forwarded:?}");
+    }
+
+    #[test]
     fn failed_reregister_is_retried_then_counted() {
         let plan = ResyncPlan {
             verified: vec![1u32],
