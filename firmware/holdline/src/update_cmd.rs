@@ -145,12 +145,19 @@ fn load_layout(cfg: &UpdateConfig, board: &str) -> Result<Layout, UpdateCmdError
     Ok(layout)
 }
 
-/// The board name bundles and layouts are matched against: the profile's
-/// `[board] name` (`[board] profile` may be a path to a profile file, as in
-/// the cm4-box image); the profile text itself when it cannot be read.
+/// The board name bundles and layouts are matched against: a built-in
+/// profile's name as is, or the `[board] name` of a profile file (`[board]
+/// profile` may be a path, as in the cm4-box image); the text itself when
+/// the file cannot be read (the board code reports that error).
 pub fn board_name(profile: &str) -> String {
-    holdline_board::profile::Profile::load(profile)
-        .map_or_else(|_| profile.to_owned(), |p| p.board.name)
+    if !profile.contains('/') && !profile.ends_with(".toml") {
+        return profile.to_owned();
+    }
+    std::fs::read_to_string(profile)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("board")?.get("name")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| profile.to_owned())
 }
 
 /// Opens the agent for `board` (the `[board] profile`, name or path). With
