@@ -856,3 +856,25 @@ impl Drop for Purger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_handle_is_send_sync_clone() {
+        fn ok<T: Send + Sync + Clone + 'static>() {}
+        ok::<super::Store>();
+        fn send<T: Send + 'static>() {}
+        send::<super::StoreError>();
+        send::<super::Write>();
+    }
+
+    #[test]
+    fn utc_stamp_is_civil_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(super::utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_600_000);
+        assert_eq!(super::utc_stamp(t), "20261125T094640Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(super::utc_stamp(leap), "20000229T000000Z");
+    }
+}

@@ -167,7 +167,17 @@ fn u32_of(field: &'static str, v: i64) -> R<u32> {
 }
 
 fn addr_of(field: &'static str, s: &str) -> R<SocketAddr> {
-    s.parse().map_err(|_| QuarantineReason::BadAddress(field))
+    let a: SocketAddr = s.parse().map_err(|_| QuarantineReason::BadAddress(field))?;
+    check_addr(field, a)?;
+    Ok(a)
+}
+
+/// A routable transport address: a real IP (not unspecified, not multicast) and a port.
+pub(crate) fn check_addr(field: &'static str, a: SocketAddr) -> R<()> {
+    if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+        return Err(QuarantineReason::BadAddress(field));
+    }
+    Ok(())
 }
 
 fn transport_of(s: &str) -> R<Transport> {
@@ -345,6 +355,7 @@ impl Record for Binding {
         check_uri("contact_uri", &self.contact_uri)?;
         check_time("expires_at", self.expires_at)?;
         check_line("call_id", &self.call_id, false)?;
+        check_addr("source", self.source)?;
         if let Some(i) = &self.instance_id {
             check_line("instance_id", i, false)?;
         }
@@ -495,6 +506,7 @@ impl Record for Subscription {
             check_line("route_set", r, false)?;
         }
         check_time("expires_at", self.expires_at)?;
+        check_addr("phone", self.phone)?;
         if let Some(v) = self.last_version {
             i64::try_from(v).map_err(|_| QuarantineReason::BadValue("last_version"))?;
         }
@@ -943,6 +955,13 @@ mod tests {
             with(6, RawValue::Text(b"10.0.0.1".to_vec())),
             Some(QuarantineReason::BadAddress("source"))
         );
+        for unroutable in ["0.0.0.0:5060", "10.0.0.1:0", "[::]:5060", "224.0.0.1:5060"] {
+            assert_eq!(
+                with(6, RawValue::Text(unroutable.as_bytes().to_vec())),
+                Some(QuarantineReason::BadAddress("source")),
+                "{unroutable}"
+            );
+        }
         assert_eq!(
             with(7, RawValue::Text(b"sctp".to_vec())),
             Some(QuarantineReason::BadValue("transport"))
