@@ -4,6 +4,7 @@
 //! point takes the current time ([`Millis`]) and, where jitter is needed, an
 //! [`Rng`] the driver seeded.
 
+pub mod blf;
 pub mod bodies;
 pub mod registrar;
 pub mod resync;
