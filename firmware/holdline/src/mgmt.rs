@@ -7,8 +7,8 @@
 //!
 //! Trust boundary: the management network. Answers never echo request data;
 //! an upload is a bundle like any other and goes through full verification.
-//! TLS is not implemented here: bind it to a management VLAN or put a TLS
-//! terminator in front.
+//! TLS (rustls, TLS 1.2/1.3) when `tls_cert` and `tls_key` (PEM) are set;
+//! plain HTTP otherwise, for a management VLAN or a TLS terminator in front.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,10 @@ pub struct MgmtConfig {
     pub token: Option<String>,
     /// Where uploaded bundles are written before verification.
     pub upload_dir: PathBuf,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for MgmtConfig {
@@ -50,6 +54,8 @@ impl Default for MgmtConfig {
             token_file: None,
             token: None,
             upload_dir: std::env::temp_dir(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -105,6 +111,9 @@ pub enum MgmtError {
     /// Serving failed.
     #[error("[mgmt] server: {0}")]
     Serve(std::io::Error),
+    /// TLS certificate or key unusable, or only one of them set.
+    #[error("[mgmt] TLS: {0}")]
+    Tls(String),
 }
 
 impl MgmtConfig {
@@ -138,23 +147,67 @@ struct AppState {
     upload_dir: Arc<Path>,
 }
 
-/// Binds `[mgmt] listen` and serves until `shutdown` resolves.
+/// The TLS acceptor for `tls_cert`/`tls_key`, or `None` for plain HTTP.
+pub fn tls_acceptor(cfg: &MgmtConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, MgmtError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err(MgmtError::Tls("set both tls_cert and tls_key".into())),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| MgmtError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(MgmtError::Tls(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| MgmtError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MgmtError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| MgmtError::Tls(e.to_string()))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Binds `[mgmt] listen` and serves (HTTPS when configured) until `shutdown` resolves.
 pub async fn serve(
     cfg: &MgmtConfig,
     backend: Arc<dyn MgmtBackend>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), MgmtError> {
     let token = cfg.load_token()?;
+    let tls = tls_acceptor(cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| MgmtError::Bind {
             addr: cfg.listen,
             source,
         })?;
-    serve_on(listener, token, cfg.upload_dir.clone(), backend, shutdown).await
+    match tls {
+        Some(acceptor) => {
+            serve_tls_on(
+                listener,
+                acceptor,
+                token,
+                cfg.upload_dir.clone(),
+                backend,
+                shutdown,
+            )
+            .await
+        }
+        None => serve_on(listener, token, cfg.upload_dir.clone(), backend, shutdown).await,
+    }
 }
 
-/// Serves on an already bound listener (tests bind port 0).
+/// Serves plain HTTP on an already bound listener (tests bind port 0).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     token: String,
@@ -171,6 +224,49 @@ pub async fn serve_on(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(MgmtError::Serve)
+}
+
+/// Serves HTTPS on an already bound listener until `shutdown` resolves.
+pub async fn serve_tls_on(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    token: String,
+    upload_dir: PathBuf,
+    backend: Arc<dyn MgmtBackend>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), MgmtError> {
+    let app = router(AppState {
+        backend,
+        token: token.into(),
+        upload_dir: upload_dir.into(),
+    });
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "mgmt: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            // A client that never finishes its handshake is dropped.
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let Ok(Ok(tls)) = handshake.await else { return };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }
 
 fn router(state: AppState) -> Router {
@@ -461,6 +557,96 @@ mod tests {
         assert_eq!(fake.installed.lock().unwrap()[0], b"good bundle bytes");
         assert_eq!(request(addr, "POST", api::UPDATE, None, b"x").await.0, 401);
         assert_eq!(fake.installed.lock().unwrap().len(), 2);
+        let _ = tx.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    /// Plain HTTP/1.1 over any stream; reads until the server closes.
+    async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        mut s: S,
+        path: &str,
+        token: &str,
+    ) -> (u16, String) {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        // A peer that closes without close_notify ends the read with an error.
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let code = text[9..12].parse().unwrap();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    #[tokio::test]
+    async fn https_when_configured() {
+        use tokio_rustls::rustls;
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (cert, key) = (dir.path().join("mgmt.crt"), dir.path().join("mgmt.key"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let mut cfg = MgmtConfig {
+            tls_cert: Some(cert),
+            ..MgmtConfig::default()
+        };
+        assert!(
+            matches!(tls_acceptor(&cfg), Err(MgmtError::Tls(_))),
+            "cert without key"
+        );
+        cfg.tls_key = Some(key);
+        let acceptor = tls_acceptor(&cfg).unwrap().unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = Arc::new(Fake {
+            healthy: false,
+            installed: Mutex::new(vec![]),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tls_on(
+            listener,
+            acceptor,
+            "tls-token".into(),
+            dir.path().to_path_buf(),
+            fake,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let connect = || async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            connector.connect(name.clone(), tcp).await.unwrap()
+        };
+        let (code, body) = exchange(connect().await, api::HEALTH, "tls-token").await;
+        assert_eq!(code, 503, "{body}");
+        let h: Health = serde_json::from_str(&body).unwrap();
+        assert!(!h.healthy);
+        assert_eq!(exchange(connect().await, api::HEALTH, "nope").await.0, 401);
+        // Plain HTTP to the TLS port gets no answer.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET /api/v1/health HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = plain.read_to_end(&mut out).await;
+        assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
         let _ = tx.send(());
         server.await.unwrap().unwrap();
     }
