@@ -179,6 +179,8 @@ pub struct Config {
     pub board: Board,
     /// Console socket.
     pub console: Console,
+    /// Health supervisor (extension).
+    pub health: Health,
     /// Logging (extension).
     pub log: Log,
     /// Firmware update agent (images helper's section).
@@ -393,14 +395,33 @@ impl Default for Board {
 pub struct Console {
     /// Unix socket of the console.
     pub socket: PathBuf,
+    /// Extension: serve the console on the board's serial port too.
+    pub serial: bool,
+    /// Extension: Argon2 PHC hash of the serial console password
+    /// (`holdline hash-password`). Without it the serial console of a real
+    /// board lets nobody in (and says why); the `sim` board needs no login.
+    pub password_hash: Option<String>,
+    /// Extension: a serial session idle this long is logged out (seconds).
+    pub idle_timeout_s: u64,
 }
 
 impl Default for Console {
     fn default() -> Self {
         Console {
             socket: PathBuf::from("console.sock"),
+            serial: true,
+            password_hash: None,
+            idle_timeout_s: 600,
         }
     }
+}
+
+/// `[health]` (extension): the health supervisor that gates watchdog feeding.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Allow injecting a stalled task (test fixtures only).
+    pub fault_injection: bool,
 }
 
 /// `[log]` (extension).
@@ -525,6 +546,14 @@ impl Config {
         }
         if self.console.socket.as_os_str().is_empty() {
             return Err(invalid("console.socket", "must not be empty".into()));
+        }
+        if let Some(h) = &self.console.password_hash {
+            if let Err(e) = holdline_console::login::PasswordHash::parse(h) {
+                return Err(invalid(
+                    "console.password_hash",
+                    format!("not an Argon2 PHC string: {e}"),
+                ));
+            }
         }
         if self.board.profile.is_empty() {
             return Err(invalid("board.profile", "must not be empty".into()));

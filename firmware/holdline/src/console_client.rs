@@ -108,17 +108,29 @@ pub async fn run(socket: &Path, json: bool, words: &[String]) -> Exit {
     }
 }
 
-/// `holdline health`: asks the daemon for `status`; 0 when it answers.
-/// Meant as the Linux watchdog daemon's test binary.
+/// `holdline health`: asks the daemon for `show health`; 0 only when every
+/// critical task is checking in (the watchdog daemon's test binary).
 pub async fn health(socket: &Path) -> Exit {
-    match request(socket, "status").await {
-        Ok(r) if r.ok => Exit::Ok,
-        Ok(r) => {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        request(socket, "show health"),
+    )
+    .await
+    {
+        Ok(Ok(r)) if r.ok && crate::hw::health_ok(&r.body) => Exit::Ok,
+        Ok(Ok(r)) => {
             eprint!("{}", r.body);
             Exit::CommandFailed
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             eprintln!("holdline health: cannot reach {}: {e}", socket.display());
+            Exit::NotReachable
+        }
+        Err(_) => {
+            eprintln!(
+                "holdline health: no answer from {} within 5 s",
+                socket.display()
+            );
             Exit::NotReachable
         }
     }

@@ -47,6 +47,7 @@ pub fn answer_from_edge(
     started: Instant,
     store: &Store,
     tcp: usize,
+    hw: Option<&crate::hw::Hw>,
 ) -> Option<Answer> {
     let unix = edge.unix(now);
     Some(match cmd {
@@ -266,6 +267,33 @@ pub fn answer_from_edge(
         | Command::StoreCheck
         | Command::StoreQuarantine
         | Command::ShowLog { .. } => return None,
+        Command::ShowHealth => match hw {
+            Some(hw) => {
+                let report = hw.health_report();
+                let text = report.to_string();
+                let lines = Block::Lines {
+                    name: "health",
+                    lines: text.lines().map(str::to_string).collect(),
+                };
+                if crate::hw::health_ok(&text) {
+                    Answer::ok(vec![lines])
+                } else {
+                    Answer {
+                        ok: false,
+                        error: Some("a critical task is not checking in".into()),
+                        blocks: vec![lines],
+                    }
+                }
+            }
+            None => Answer::not_available("show health"),
+        },
+        Command::ShowLeds => match hw {
+            Some(hw) => Answer::ok(vec![Block::Lines {
+                name: "leds",
+                lines: hw.leds_text().lines().map(str::to_string).collect(),
+            }]),
+            None => Answer::not_available("show leds"),
+        },
         Command::Unknown(s) if s.is_empty() => Answer::error("empty command; try `help`"),
         Command::Unknown(s) => Answer::error(format!("unknown command {s:?}; try `help`")),
         other => Answer::not_available(other.name()),
@@ -451,5 +479,43 @@ impl<R: tokio::io::AsyncBufRead + Unpin> TakeLimit for R {
 pub fn remove_stale(path: &Path) {
     if std::fs::symlink_metadata(path).is_ok() {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The serial console's bridge into the same command set (the board's
+/// `hw` module drives the terminal; this runs the lines).
+pub struct SerialExec {
+    /// To the daemon's loop.
+    pub to_loop: mpsc::Sender<ConsoleRequest>,
+    /// The store, for store commands.
+    pub store: Store,
+    /// Site name for the prompt.
+    pub site: String,
+    /// The cloud state the loop publishes.
+    pub cloud: tokio::sync::watch::Receiver<&'static str>,
+}
+
+impl holdline_console::serial::Exec for SerialExec {
+    fn run(
+        &mut self,
+        line: &str,
+    ) -> impl std::future::Future<Output = holdline_console::serial::Reply> + Send {
+        let to_loop = self.to_loop.clone();
+        let store = self.store.clone();
+        let line = line.to_string();
+        async move {
+            let (answer, json) = run_line(&line, &to_loop, &store).await;
+            holdline_console::serial::Reply {
+                text: answer.render(json),
+                ok: answer.ok,
+            }
+        }
+    }
+
+    fn prompt(&mut self) -> holdline_console::serial::PromptInfo {
+        holdline_console::serial::PromptInfo {
+            site: self.site.clone(),
+            cloud: (*self.cloud.borrow()).to_string(),
+        }
     }
 }

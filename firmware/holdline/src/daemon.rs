@@ -14,7 +14,9 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use holdline_console::serial::{Login, SerialConfig};
 use holdline_core::{Edge, EdgeConfig, Peer, ProbeConfig, Subnet, Transport};
+use holdline_health::tasks;
 use holdline_store::{Store, StoreOptions};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
@@ -23,8 +25,23 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::console_srv::{self, ConsoleRequest};
 use crate::exit::Exit;
+use crate::hw;
 use crate::net::{self, NetEvent};
 use crate::persist;
+
+/// The SIP loop checks in at every wake-up (at least once a second).
+const SIP_DEADLINE: Duration = Duration::from_secs(10);
+/// The store writer thread loops at least every second.
+const STORE_DEADLINE: Duration = Duration::from_secs(20);
+/// The uplink probe runs on the loop's timer (at least once a second).
+const UPLINK_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> bool {
+    match rx {
+        Some(r) => r.recv().await.is_some(),
+        None => std::future::pending().await,
+    }
+}
 
 fn unix_now() -> i64 {
     SystemTime::now()
@@ -79,7 +96,7 @@ enum Wake {
     StoreDone(u64, bool),
     Console(ConsoleRequest),
     Timer,
-    Watchdog,
+    FactoryReset(bool),
     Shutdown(&'static str),
 }
 
@@ -194,6 +211,51 @@ pub async fn run(cfg: Config) -> Exit {
         }
     };
     let (con_tx, mut con_rx) = mpsc::channel::<ConsoleRequest>(64);
+    let (cloud_tx, cloud_rx) = tokio::sync::watch::channel::<&'static str>("unknown");
+
+    // Board: watchdog feeding gated by task health, LEDs, button, serial console.
+    let state_dir = cfg
+        .store
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let mut hw_cfg = hw::HwConfig::new(cfg.board.profile.clone(), state_dir);
+    hw_cfg.health.fault_injection = cfg.health.fault_injection;
+    if cfg.console.serial {
+        let login = match &cfg.console.password_hash {
+            Some(h) => match holdline_console::login::PasswordHash::parse(h) {
+                Ok(h) => Login::Password(h),
+                Err(_) => Login::Disabled,
+            },
+            None if cfg.board.profile == "sim" => Login::Open,
+            None => Login::Disabled,
+        };
+        let mut serial = SerialConfig::new(login);
+        serial.idle_timeout = Duration::from_secs(cfg.console.idle_timeout_s.max(10));
+        hw_cfg.serial = Some(serial);
+    }
+    let exec = console_srv::SerialExec {
+        to_loop: con_tx.clone(),
+        store: store.clone(),
+        site: cfg.cloud.domain.clone(),
+        cloud: cloud_rx,
+    };
+    let mut hw = match hw::start(hw_cfg, exec).await {
+        Ok(h) => h,
+        Err(e) => {
+            error!(profile = %cfg.board.profile, error = %e, "board cannot be started");
+            eprintln!("holdline: board.profile {:?}: {e}", cfg.board.profile);
+            return Exit::Board;
+        }
+    };
+    let now = Instant::now();
+    let sip_task = hw.health().register(tasks::SIP, SIP_DEADLINE, now);
+    let store_task = hw.health().register(tasks::STORE, STORE_DEADLINE, now);
+    let uplink_task = hw.health().register(tasks::UPLINK, UPLINK_DEADLINE, now);
+    let mut factory_reset = hw.factory_reset_requests();
+
     let console_task = tokio::spawn(console_srv::serve(listener, con_tx, store.clone()));
 
     // Signals.
@@ -216,10 +278,7 @@ pub async fn run(cfg: Config) -> Exit {
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
     let notifier = crate::sdnotify::Notifier::from_env();
-    let wd_every = notifier
-        .watchdog_interval()
-        .unwrap_or(Duration::from_secs(3600));
-    let mut wd_tick = tokio::time::interval(wd_every);
+    let mut last_cloud = "";
     info!(
         lan = %cfg.lan.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         wan = %cfg.wan.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -239,7 +298,7 @@ pub async fn run(cfg: Config) -> Exit {
             d = done_rx.recv() => match d { Some((t, ok)) => Wake::StoreDone(t, ok), None => Wake::Timer },
             c = con_rx.recv() => match c { Some(r) => Wake::Console(r), None => Wake::Timer },
             _ = tokio::time::sleep_until(deadline) => Wake::Timer,
-            _ = wd_tick.tick() => Wake::Watchdog,
+            r = recv_opt(&mut factory_reset) => Wake::FactoryReset(r),
             _ = sigterm.recv() => Wake::Shutdown("SIGTERM"),
             _ = sigint.recv() => Wake::Shutdown("SIGINT"),
         };
@@ -270,6 +329,7 @@ pub async fn run(cfg: Config) -> Exit {
                     started,
                     &store,
                     net.tcp_count(),
+                    Some(&hw),
                 )
                 .unwrap_or_else(|| {
                     holdline_console::render::Answer::error(
@@ -279,9 +339,12 @@ pub async fn run(cfg: Config) -> Exit {
                 let _ = req.reply.send(answer);
             }
             Wake::Timer => {}
-            // The loop itself is the critical task checked here: it answers
-            // only while it turns. (Per-task health: board helper's hw.rs.)
-            Wake::Watchdog => notifier.notify("WATCHDOG=1"),
+            Wake::FactoryReset(true) => {
+                warn!(
+                    "factory reset requested with the button: not available in this build; ignored"
+                );
+            }
+            Wake::FactoryReset(false) => factory_reset = None,
             Wake::Shutdown(why) => {
                 info!(signal = why, "shutting down");
                 break Exit::Ok;
@@ -289,7 +352,20 @@ pub async fn run(cfg: Config) -> Exit {
         }
         if now >= edge.poll_timeout() {
             edge.handle_timeout(now);
+            // The probe runs on this timer: it is alive while this runs.
+            uplink_task.check_in(now);
+            let st = store.stats();
+            if st.writer_alive && st.writer_idle < STORE_DEADLINE / 2 {
+                store_task.check_in(now);
+            }
+            let cloud = edge.probe().state().name();
+            if cloud != last_cloud {
+                last_cloud = cloud;
+                let _ = cloud_tx.send(cloud);
+                hw.set_cloud(hw::cloud_light(cloud));
+            }
         }
+        sip_task.check_in(now);
         while let Some(t) = edge.poll_transmit() {
             net.send(t.side, t.to, t.bytes);
         }
@@ -323,6 +399,7 @@ pub async fn run(cfg: Config) -> Exit {
 
     notifier.notify("STOPPING=1");
     console_task.abort();
+    hw.shutdown().await;
     console_srv::remove_stale(&cfg.console.socket);
     drop(purger);
     // Dropping the last store handle lets the writer finish queued commits.

@@ -11,6 +11,7 @@
 //! | 4  | store fatal: the SQLite store could not be opened even after setting it aside |
 //! | 5  | cannot listen: a configured address could not be bound |
 //! | 6  | not reachable: `holdline console`/`health` could not reach the daemon's socket |
+//! | 7  | board: the `[board] profile` is unknown or invalid, or a device it names cannot be opened |
 //! | 70 | internal error (EX_SOFTWARE): a bug; supervisors restart |
 //! | 75 | watchdog reset (EX_TEMPFAIL): a critical task stopped checking in and the (simulated) watchdog fired |
 
@@ -32,6 +33,8 @@ pub enum Exit {
     CannotListen = 5,
     /// The daemon's console socket could not be reached.
     NotReachable = 6,
+    /// The board profile or one of its devices failed.
+    Board = 7,
     /// Internal error.
     Internal = 70,
     /// A critical task hung; the watchdog fired.
@@ -64,6 +67,7 @@ mod tests {
         assert_eq!(Exit::StoreFatal.code(), 4);
         assert_eq!(Exit::CannotListen.code(), 5);
         assert_eq!(Exit::NotReachable.code(), 6);
+        assert_eq!(Exit::Board.code(), 7);
         assert_eq!(Exit::Internal.code(), 70);
         assert_eq!(Exit::WatchdogReset.code(), 75);
     }

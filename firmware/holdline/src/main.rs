@@ -14,6 +14,7 @@ mod console_client;
 mod console_srv;
 mod daemon;
 mod exit;
+mod hw;
 // Management HTTP API (images helper). Declared so that its config section
 // parses; not started by the daemon yet, hence the allowance.
 #[allow(dead_code)]
