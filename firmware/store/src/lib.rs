@@ -569,6 +569,11 @@ impl Store {
         }
         let quarantined = bad.len();
         self.quarantine_bad(bad);
+        if scan.unreadable > 0 {
+            self.inner
+                .shared
+                .note_damage(&format!("{}: rows SQLite cannot read", T::TABLE));
+        }
         Ok(Loaded {
             items: slots.into_iter().flatten().map(|(_, _, r)| r).collect(),
             quarantined,
@@ -750,6 +755,11 @@ impl Store {
         let start = Instant::now();
         let qc = quick_check(&self.reader())?;
         let ok = qc.len() == 1 && qc[0] == "ok";
+        if !ok {
+            self.inner
+                .shared
+                .note_damage(&format!("quick_check: {}", qc.join("; ")));
+        }
         let b = self.load::<Binding>()?;
         let s = self.load::<Subscription>()?;
         let m = self.load::<Mwi>()?;
@@ -792,6 +802,7 @@ impl Store {
             writer_alive: sh.alive.load(Ordering::Relaxed),
             writer_idle: sh.idle(),
             last_purge: sh.last_purge.lock().ok().and_then(|g| g.clone()),
+            damaged: sh.damaged.lock().ok().and_then(|g| g.clone()),
         }
     }
 

@@ -322,4 +322,9 @@ pub struct StoreStats {
     /// Time since the writer thread last looped (it wakes at least every second).
     pub writer_idle: Duration,
     pub last_purge: Option<PurgeReport>,
+    /// Damage to the file met while running (quick_check failed in `check()`, unreadable
+    /// rows, a corrupt-database error on a write). The store keeps serving what it can; a
+    /// restart sets the file aside and salvages every verified record, so a supervisor may
+    /// choose to restart the appliance when this is set.
+    pub damaged: Option<String>,
 }

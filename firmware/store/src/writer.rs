@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     beat_ms: AtomicU64,
     epoch: Instant,
     pub last_purge: Mutex<Option<PurgeReport>>,
+    /// First sign of damage met while running (the file needs the set-aside at next start).
+    pub damaged: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -110,6 +112,7 @@ impl Shared {
             beat_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             last_purge: Mutex::new(None),
+            damaged: Mutex::new(None),
         }
     }
 
@@ -124,11 +127,43 @@ impl Shared {
         now.saturating_sub(Duration::from_millis(self.beat_ms.load(Ordering::Relaxed)))
     }
 
+    /// Record that the database file itself is damaged (logged once). The running store
+    /// keeps serving what it can; the next [`crate::Store::open`] sets the file aside and
+    /// salvages every verified record.
+    pub(crate) fn note_damage(&self, what: &str) {
+        let mut d = self
+            .damaged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if d.is_none() {
+            tracing::error!(
+                what,
+                "store file damaged while running; it will be set aside and salvaged at the next start"
+            );
+            *d = Some(what.to_owned());
+        }
+    }
+
+    /// Note damage if `e` says the file is corrupt.
+    pub(crate) fn note_if_corrupt(&self, e: &rusqlite::Error) {
+        if is_corrupt(e) {
+            self.note_damage(&e.to_string());
+        }
+    }
+
     pub(crate) fn add_quarantined(&self, n: usize) {
         let n = n as u64;
         self.quarantined.fetch_add(n, Ordering::Relaxed);
         self.quarantined_total.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// The error says the file is damaged (not a transient or resource error).
+pub(crate) fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// Marks the writer dead when its thread ends, also by unwinding.
@@ -212,6 +247,7 @@ fn flush(conn: &mut Connection, group: &mut Vec<(Vec<Write>, Reply)>, shared: &S
             }
         }
         Err(e) => {
+            shared.note_if_corrupt(&e);
             tracing::warn!(error = %e, commits = n, "group commit failed; retrying commits one by one");
             for (writes, reply) in commits {
                 match apply_all(conn, std::iter::once(&writes)) {
@@ -224,6 +260,7 @@ fn flush(conn: &mut Connection, group: &mut Vec<(Vec<Write>, Reply)>, shared: &S
                         reply.send(Ok(()));
                     }
                     Err(e) => {
+                        shared.note_if_corrupt(&e);
                         tracing::error!(error = %e, "commit failed");
                         shared.commits_failed.fetch_add(1, Ordering::Relaxed);
                         reply.send(Err(StoreError::Sqlite(e)));
@@ -254,15 +291,22 @@ fn other_job(conn: &mut Connection, job: Job, shared: &Shared) {
                     purge_step::<crate::Subscription>(conn, now, after, batch)
                 }
             };
-            if let Ok(s) = &r {
-                shared.add_quarantined(s.quarantined);
+            match &r {
+                Ok(s) => {
+                    shared.add_quarantined(s.quarantined);
+                    if s.unreadable > 0 {
+                        shared.note_damage("purge met rows SQLite cannot read");
+                    }
+                }
+                Err(e) => shared.note_if_corrupt(e),
             }
             let _ = reply.send(r.map_err(StoreError::from));
         }
         Job::Quarantine { rows, reply } => {
             let r = quarantine_rows(conn, &rows);
-            if let Ok(n) = &r {
-                shared.add_quarantined(*n);
+            match &r {
+                Ok(n) => shared.add_quarantined(*n),
+                Err(e) => shared.note_if_corrupt(e),
             }
             let _ = reply.send(r.map_err(StoreError::from));
         }
