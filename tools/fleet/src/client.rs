@@ -1,6 +1,10 @@
-//! HTTP client for one appliance's management API (blocking, plain HTTP to
-//! an IP address: nothing resolves DNS names).
+//! HTTP client for one appliance's management API (blocking; HTTPS with the
+//! appliance's `ca_file`, plain HTTP otherwise; always to an IP address:
+//! nothing resolves DNS names).
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holdline_update::api::{self, Health, InstallAnswer};
@@ -28,35 +32,97 @@ pub enum ClientError {
     /// An answer that does not parse.
     #[error("bad answer: {0}")]
     Decode(String),
+    /// The CA file is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Client with short timeouts for reads and a long one for uploads.
 pub struct Client {
-    quick: ureq::Agent,
-    upload: ureq::Agent,
+    timeout: Duration,
+    upload_timeout: Duration,
+    plain: (ureq::Agent, ureq::Agent),
+    tls: Mutex<HashMap<PathBuf, (ureq::Agent, ureq::Agent)>>,
 }
 
 fn short(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
+fn agent(
+    connect: Duration,
+    total: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> ureq::Agent {
+    let mut b = ureq::AgentBuilder::new()
+        .timeout_connect(connect)
+        .timeout(total);
+    if let Some(c) = tls {
+        b = b.tls_config(c);
+    }
+    b.build()
+}
+
+fn tls_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let err = |e: String| ClientError::Tls(format!("{}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| err(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| err(e.to_string()))?)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificate".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 impl Client {
     /// `timeout` bounds status/health requests; uploads get `upload_timeout`.
     pub fn new(timeout: Duration, upload_timeout: Duration) -> Client {
-        let build = |t| {
-            ureq::AgentBuilder::new()
-                .timeout_connect(timeout)
-                .timeout(t)
-                .build()
-        };
         Client {
-            quick: build(timeout),
-            upload: build(upload_timeout),
+            timeout,
+            upload_timeout,
+            plain: (
+                agent(timeout, timeout, None),
+                agent(timeout, upload_timeout, None),
+            ),
+            tls: Mutex::new(HashMap::new()),
         }
     }
 
+    /// (quick, upload) agents for `a`: HTTPS ones when it has a CA file.
+    fn agents(&self, a: &Appliance) -> Result<(ureq::Agent, ureq::Agent), ClientError> {
+        let Some(ca) = &a.ca_file else {
+            return Ok(self.plain.clone());
+        };
+        let mut cache = self
+            .tls
+            .lock()
+            .map_err(|_| ClientError::Tls("client cache poisoned".into()))?;
+        if let Some(pair) = cache.get(ca) {
+            return Ok(pair.clone());
+        }
+        let config = tls_config(ca)?;
+        let pair = (
+            agent(self.timeout, self.timeout, Some(config.clone())),
+            agent(self.timeout, self.upload_timeout, Some(config)),
+        );
+        cache.insert(ca.clone(), pair.clone());
+        Ok(pair)
+    }
+
     fn url(a: &Appliance, path: &str) -> String {
-        format!("http://{}{}", a.address, path)
+        let scheme = if a.ca_file.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", a.address, path)
     }
 
     fn answer(
@@ -88,7 +154,8 @@ impl Client {
 
     fn get(&self, a: &Appliance, path: &str, ok: &[u16]) -> Result<(u16, String), ClientError> {
         let res = self
-            .quick
+            .agents(a)?
+            .0
             .get(&Self::url(a, path))
             .set("Authorization", &format!("Bearer {}", a.token()))
             .call();
@@ -119,7 +186,8 @@ impl Client {
             url.push_str("?retry_failed=true");
         }
         let res = self
-            .upload
+            .agents(a)?
+            .1
             .post(&url)
             .set("Authorization", &format!("Bearer {}", a.token()))
             .set("Content-Type", "application/octet-stream")

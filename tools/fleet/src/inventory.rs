@@ -6,6 +6,7 @@
 //! address = "10.20.0.1:8080"   # management API, IP:port (no DNS names)
 //! group = "canary"             # "canary" appliances form the first wave
 //! token_file = "tokens/site-0001"   # or token = "..."
+//! ca_file = "mgmt-ca.pem"      # optional: HTTPS, trusting this CA / certificate
 //! ```
 
 use std::collections::BTreeSet;
@@ -43,6 +44,10 @@ pub struct Appliance {
     /// Bearer token file (relative to the inventory file).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// PEM CA (or self-signed certificate) of the appliance's HTTPS listener
+    /// (relative to the inventory file). Absent: plain HTTP.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_group() -> String {
@@ -98,6 +103,9 @@ impl Inventory {
                     source,
                 })?;
                 a.token = Some(t.lines().next().unwrap_or("").trim().to_owned());
+            }
+            if let Some(ca) = &a.ca_file {
+                a.ca_file = Some(base.join(ca));
             }
             if a.token.as_deref().is_none_or(str::is_empty) {
                 return Err(invalid(format!(

@@ -579,6 +579,7 @@ mod tests {
                     group: (*g).into(),
                     token: Some("t".into()),
                     token_file: None,
+                    ca_file: None,
                 })
                 .collect(),
         }

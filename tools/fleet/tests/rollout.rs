@@ -194,3 +194,44 @@ fn unhealthy_site_in_wave_two_halts_then_resume_completes() {
         assert_committed(a, "1.3.0");
     }
 }
+
+#[test]
+fn rollout_over_https() {
+    let fleet = Fleet::start_with(10, 5, true);
+    let (code, out, err) = fleet.run(&["status"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(out.matches("healthy").count(), 5, "{out}");
+    let good = make_bundle(fleet.dir.path(), &fleet.key, "1.5.0", true);
+    let mut args = vec!["rollout", good.to_str().unwrap()];
+    args.extend(FAST);
+    let (code, out, err) = fleet.run(&args);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("rollout complete: 5/5 appliances on 1.5.0"),
+        "{out}"
+    );
+    for a in &fleet.appliances {
+        assert_committed(a, "1.5.0");
+    }
+    // An appliance whose certificate is not the one the inventory trusts
+    // is not talked to.
+    let inv = std::fs::read_to_string(&fleet.inventory).unwrap();
+    let other = fleet.get("site-2").dir.join("mgmt.crt");
+    let wrong = inv.replacen(
+        &format!(
+            "ca_file = \"{}\"",
+            fleet.get("canary-1").dir.join("mgmt.crt").display()
+        ),
+        &format!("ca_file = \"{}\"", other.display()),
+        1,
+    );
+    assert_ne!(wrong, inv);
+    std::fs::write(&fleet.inventory, wrong).unwrap();
+    let (code, out, _) = fleet.run(&["status"]);
+    assert_eq!(code, 1, "{out}");
+    let row = out.lines().find(|l| l.starts_with("canary-1")).unwrap();
+    assert!(
+        row.contains("unreachable") && row.contains("no answer"),
+        "{row}"
+    );
+}

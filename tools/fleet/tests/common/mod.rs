@@ -264,6 +264,12 @@ pub struct Fleet {
 impl Fleet {
     /// `n` appliances on 127.0.`net`.(1..=n); the first is in group "canary".
     pub fn start(net: u8, n: usize) -> Fleet {
+        Fleet::start_with(net, n, false)
+    }
+
+    /// Same, serving HTTPS with a self-signed certificate per appliance
+    /// (the inventory's `ca_file`) when `tls`.
+    pub fn start_with(net: u8, n: usize, tls: bool) -> Fleet {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -331,9 +337,20 @@ impl Fleet {
                 .route(api::UPDATE, get(update_status).post(upload))
                 .layer(middleware::from_fn_with_state(a.clone(), auth))
                 .with_state(a.clone());
-            rt.spawn(async move {
-                let _ = axum::serve(listener, app).await;
-            });
+            let mut ca_line = String::new();
+            if tls {
+                let ip = addr.ip().to_string();
+                let ck = rcgen::generate_simple_self_signed(vec![ip]).unwrap();
+                let ca = a.dir.join("mgmt.crt");
+                std::fs::write(&ca, ck.cert.pem()).unwrap();
+                ca_line = format!("ca_file = \"{}\"\n", ca.display());
+                let acceptor = acceptor(ck);
+                rt.spawn(serve_tls(listener, acceptor, app));
+            } else {
+                rt.spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+            }
             let daemon = a.clone();
             rt.spawn(async move {
                 loop {
@@ -343,7 +360,7 @@ impl Fleet {
                 }
             });
             inv.push_str(&format!(
-                "[[appliance]]\nname = \"{name}\"\naddress = \"{addr}\"\ngroup = \"{group}\"\ntoken = \"{token}\"\n\n"
+                "[[appliance]]\nname = \"{name}\"\naddress = \"{addr}\"\ngroup = \"{group}\"\ntoken = \"{token}\"\n{ca_line}\n"
             ));
             appliances.push(a);
         }
@@ -380,4 +397,41 @@ impl Fleet {
 fn adir_create(p: &Path) -> PathBuf {
     std::fs::create_dir_all(p).unwrap();
     p.to_path_buf()
+}
+
+fn acceptor(ck: rcgen::CertifiedKey) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The same accept loop as mgmt.rs's HTTPS listener.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }
