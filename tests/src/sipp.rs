@@ -27,6 +27,10 @@ use crate::RigError;
 pub enum Scenario {
     /// Each row registers (digest auth). `-key expires` (default 3600; 0 unregisters).
     Register,
+    /// Each row registers and refreshes in the same registration every
+    /// `REFRESH_MS` (default 30000), `REGISTRATIONS` REGISTERs in all (default 3);
+    /// answers a challenge when there is one, accepts a 200 without one.
+    RegisterRefresh,
     /// Each row calls field 2, answers the challenge, holds `HOLD_MS` (default 1000), hangs up.
     Uac,
     /// Answers every INVITE (180, `RING_MS` default 200, 200), waits for BYE
@@ -34,7 +38,12 @@ pub enum Scenario {
     Uas,
     /// Each row subscribes to field 2 (`-key event`, default `dialog`) and
     /// answers NOTIFYs until terminated or idle for `IDLE_MS` (default 5000).
+    /// `terminated;reason=deactivated|timeout` makes it subscribe again at once
+    /// (new From tag) unless `ON_DEACTIVATED` is `done`.
     Subscribe,
+    /// A notifier (test double for the watcher): NOTIFY active, then
+    /// terminated;reason=deactivated, expects a new SUBSCRIBE, ends it.
+    Notifier,
     /// Each row PUBLISHes a message-summary for field 0: fields 2/3 new/old count.
     PublishMwi,
     /// Any other scenario file.
@@ -46,6 +55,8 @@ impl Scenario {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp");
         match self {
             Scenario::Register => dir.join("register.xml"),
+            Scenario::RegisterRefresh => dir.join("register_refresh.xml"),
+            Scenario::Notifier => dir.join("notifier.xml"),
             Scenario::Uac => dir.join("uac.xml"),
             Scenario::Uas => dir.join("uas.xml"),
             Scenario::Subscribe => dir.join("subscribe.xml"),
@@ -65,14 +76,15 @@ impl Scenario {
         match self {
             Scenario::Uac => vec![("HOLD_MS", "1000")],
             Scenario::Uas => vec![("RING_MS", "200"), ("BYE_TIMEOUT_MS", "60000")],
-            Scenario::Subscribe => vec![("IDLE_MS", "5000")],
+            Scenario::Subscribe => vec![("IDLE_MS", "5000"), ("ON_DEACTIVATED", "resubscribe")],
+            Scenario::RegisterRefresh => vec![("REFRESH_MS", "30000"), ("REGISTRATIONS", "3")],
             _ => Vec::new(),
         }
     }
 
     fn default_keys(&self) -> Vec<(&'static str, &'static str)> {
         match self {
-            Scenario::Register => vec![("expires", "3600")],
+            Scenario::Register | Scenario::RegisterRefresh => vec![("expires", "3600")],
             Scenario::Subscribe => vec![
                 ("event", "dialog"),
                 ("accept", "application/dialog-info+xml"),
@@ -341,7 +353,7 @@ impl Sipp {
             stat_path,
             err_path,
             msg_path: trace_msg.then_some(msg_path),
-            dir,
+            dir: Some(std::sync::Arc::new(dir)),
         })
     }
 }
@@ -368,8 +380,8 @@ pub struct SippProcess {
     stat_path: PathBuf,
     err_path: PathBuf,
     msg_path: Option<PathBuf>,
-    // Last: the directory goes after the process.
-    dir: RunDir,
+    // Last: the directory goes after the process (then to the result).
+    dir: Option<std::sync::Arc<RunDir>>,
 }
 
 impl SippProcess {
@@ -379,8 +391,8 @@ impl SippProcess {
     }
 
     /// The run directory (scenario, CSV, logs).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref().map(RunDir::path)
     }
 
     /// Pid of SIPp.
@@ -444,6 +456,7 @@ impl SippProcess {
             errors: proc::tail(&proc::read_lossy(&self.err_path), 60),
             log_tail: g.log_tail(40),
             messages,
+            dir: self.dir.take(),
         };
         // The guard's Drop only prints its logs if this thread panics later.
         drop(g);
@@ -490,9 +503,17 @@ pub struct SippResult {
     pub log_tail: String,
     /// Every message sent or received, when traced.
     pub messages: Vec<SipMessage>,
+    /// The run's files; kept on disk while the result lives, and for good
+    /// when the test panics.
+    dir: Option<std::sync::Arc<RunDir>>,
 }
 
 impl SippResult {
+    /// The run directory (scenario, CSV, stats, message log).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref().map(RunDir::path)
+    }
+
     /// Exit code 0, not killed, no failed call.
     pub fn all_ok(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out && self.failed == 0
@@ -504,7 +525,15 @@ impl SippResult {
         self.messages
             .iter()
             .filter(|m| m.direction == Direction::Received && m.method() == Some("NOTIFY"))
-            .filter(|m| seen.insert((m.header("Call-ID"), m.header("CSeq"))))
+            .filter(|m| {
+                // One dialog's retransmission repeats Call-ID, CSeq and both tags.
+                seen.insert((
+                    m.header("Call-ID"),
+                    m.header("CSeq"),
+                    m.header("From"),
+                    m.header("To"),
+                ))
+            })
             .map(Notify::from_message)
             .collect()
     }
@@ -639,6 +668,8 @@ fn split_head_body(text: &str) -> (&str, &str) {
 pub struct Notify {
     /// Call-ID of the subscription.
     pub call_id: String,
+    /// The watcher's tag (To tag of the NOTIFY): which subscription dialog.
+    pub watcher_tag: Option<String>,
     /// CSeq number.
     pub cseq: Option<u32>,
     /// Event header.
@@ -681,6 +712,10 @@ impl Notify {
         });
         Notify {
             call_id: m.header("Call-ID").unwrap_or("").to_string(),
+            watcher_tag: m
+                .header("To")
+                .and_then(|t| t.split(";tag=").nth(1))
+                .map(|t| t.split(';').next().unwrap_or(t).trim().to_string()),
             cseq: m
                 .header("CSeq")
                 .and_then(|c| c.split_whitespace().next())
