@@ -127,12 +127,17 @@ pub enum Inbound {
 
 /// Classifies one datagram (or one framed stream message) of at most `max` bytes.
 pub fn classify(bytes: &[u8], max: usize) -> Inbound {
-    match framing::datagram(bytes, max) {
-        Err(e) => Inbound::Drop(e.into()),
-        Ok(Frame::Ping) => Inbound::Ping,
-        Ok(Frame::Pong) => Inbound::Pong,
-        Ok(Frame::Message(_)) => classify_message(bytes),
+    if bytes.len() > max {
+        return Inbound::Drop(DropReason::TooLarge);
     }
+    if bytes.iter().all(|&b| b == b'\r' || b == b'\n') {
+        // Keep-alives only; an empty datagram is a pong too (nothing to answer).
+        return match framing::datagram(bytes, max) {
+            Ok(Frame::Ping) => Inbound::Ping,
+            _ => Inbound::Pong,
+        };
+    }
+    classify_message(bytes)
 }
 
 /// Classifies bytes already known to be one message (no keep-alive check).

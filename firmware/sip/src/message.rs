@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::error::{EditError, ParseError};
 use crate::method::Method;
-use crate::name::{names_match, HeaderName};
+use crate::name::HeaderName;
 use crate::parse::{find_outside, is_token, is_token_byte, parse_decimal, trim_ws};
 use crate::values::{list_items, CSeq, Contacts, Event, NameAddr, SubscriptionState, Uri, Via};
 
@@ -143,10 +143,12 @@ impl Message {
             let phys = buf.get(p..end).unwrap_or_default();
             // A bare CR is never allowed; NUL only escaped as a quoted-pair
             // (RFC 4475 §3.1.1.2).
-            if phys
-                .iter()
-                .enumerate()
-                .any(|(i, &b)| b == b'\r' || (b == 0 && (i == 0 || phys[i - 1] != b'\\')))
+            if phys.contains(&b'\r')
+                || (phys.contains(&0)
+                    && phys
+                        .iter()
+                        .enumerate()
+                        .any(|(i, &b)| b == 0 && (i == 0 || phys[i - 1] != b'\\')))
             {
                 return Err(if start.is_none() {
                     ParseError::BadStartLine
@@ -262,8 +264,12 @@ impl Message {
         if vias == 0 {
             return Err(ParseError::MissingHeader("Via"));
         }
-        self.from().ok_or(ParseError::BadHeader("From"))?;
-        self.to().ok_or(ParseError::BadHeader("To"))?;
+        self.first_value(HeaderName::From)
+            .and_then(NameAddr::parse)
+            .ok_or(ParseError::BadHeader("From"))?;
+        self.first_value(HeaderName::To)
+            .and_then(NameAddr::parse)
+            .ok_or(ParseError::BadHeader("To"))?;
         let call_id = self.call_id().ok_or(ParseError::BadHeader("Call-ID"))?;
         if call_id.is_empty() || call_id.bytes().any(|b| b == b' ' || b == b'\t') {
             return Err(ParseError::BadHeader("Call-ID"));
@@ -289,6 +295,14 @@ impl Message {
             }
         }
         if self.first_value(HeaderName::Contact).is_some() || self.has(HeaderName::Contact) {
+            for v in self.values(HeaderName::Contact) {
+                let v = v.ok_or(ParseError::BadHeader("Contact"))?;
+                for item in list_items(v) {
+                    if item != "*" {
+                        NameAddr::parse(item).ok_or(ParseError::BadHeader("Contact"))?;
+                    }
+                }
+            }
             let c = self.contacts().ok_or(ParseError::BadHeader("Contact"))?;
             if let Contacts::List(list) = &c {
                 for na in list {
@@ -468,9 +482,10 @@ impl Message {
 
     /// Values of every line with this name (full or compact, any case).
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let wanted = HeaderName::classify(name.as_bytes());
         self.lines
             .iter()
-            .filter(move |l| names_match(self.name_of(l), name))
+            .filter(move |l| line_is(l, wanted, self.name_of(l), name))
             .filter_map(|l| self.value_of(l))
     }
 
@@ -484,12 +499,12 @@ impl Message {
     /// All Via values, top first (several on one line are split).
     /// Malformed values are skipped; [`Message::parse`] rejects them.
     pub fn vias(&self) -> impl Iterator<Item = Via<'_>> {
-        self.list(HeaderName::Via).filter_map(Via::parse)
+        self.list(HeaderName::Via).filter_map(Via::parse_lax)
     }
 
     /// The top Via.
     pub fn top_via(&self) -> Option<Via<'_>> {
-        self.list(HeaderName::Via).next().and_then(Via::parse)
+        self.list(HeaderName::Via).next().and_then(Via::parse_lax)
     }
 
     /// Number of Via values.
@@ -509,12 +524,14 @@ impl Message {
 
     /// From.
     pub fn from(&self) -> Option<NameAddr<'_>> {
-        self.first_value(HeaderName::From).and_then(NameAddr::parse)
+        self.first_value(HeaderName::From)
+            .and_then(NameAddr::parse_lax)
     }
 
     /// To.
     pub fn to(&self) -> Option<NameAddr<'_>> {
-        self.first_value(HeaderName::To).and_then(NameAddr::parse)
+        self.first_value(HeaderName::To)
+            .and_then(NameAddr::parse_lax)
     }
 
     /// From tag.
@@ -537,7 +554,7 @@ impl Message {
                 if item == "*" {
                     star = true;
                 } else {
-                    list.push(NameAddr::parse(item)?);
+                    list.push(NameAddr::parse_lax(item)?);
                 }
             }
         }
@@ -565,21 +582,21 @@ impl Message {
     /// Route values, top first.
     pub fn routes(&self) -> Vec<NameAddr<'_>> {
         self.list(HeaderName::Route)
-            .filter_map(NameAddr::parse)
+            .filter_map(NameAddr::parse_lax)
             .collect()
     }
 
     /// Record-Route values, top first.
     pub fn record_routes(&self) -> Vec<NameAddr<'_>> {
         self.list(HeaderName::RecordRoute)
-            .filter_map(NameAddr::parse)
+            .filter_map(NameAddr::parse_lax)
             .collect()
     }
 
     /// Path values (RFC 3327), top first.
     pub fn paths(&self) -> Vec<NameAddr<'_>> {
         self.list(HeaderName::Path)
-            .filter_map(NameAddr::parse)
+            .filter_map(NameAddr::parse_lax)
             .collect()
     }
 
@@ -587,7 +604,7 @@ impl Message {
     pub fn top_route(&self) -> Option<NameAddr<'_>> {
         self.list(HeaderName::Route)
             .next()
-            .and_then(NameAddr::parse)
+            .and_then(NameAddr::parse_lax)
     }
 
     /// Content-Type value as written.
@@ -905,6 +922,7 @@ impl Message {
 
     /// Removes every line with this name (full or compact form); returns how many.
     pub fn remove_header(&mut self, name: &str) -> usize {
+        let wanted = HeaderName::classify(name.as_bytes());
         let before = self.lines.len();
         let buf = &self.buf;
         self.lines.retain(|l| {
@@ -913,7 +931,7 @@ impl Message {
                 Src::Owned(v) => v,
             };
             let n = raw.get(..l.name_len as usize).unwrap_or_default();
-            !names_match(n, name)
+            !line_is(l, wanted, n, name)
         });
         before - self.lines.len()
     }
@@ -929,7 +947,7 @@ impl Message {
         let at = self
             .lines
             .iter()
-            .position(|l| names_match(self.name_of(l), name));
+            .position(|l| line_is(l, kind, self.name_of(l), name));
         self.remove_header(name);
         let line = Self::owned_line(kind, name, value);
         match at {
@@ -1126,6 +1144,16 @@ impl Message {
         self.from_tag().hash(&mut h);
         self.top_via().and_then(|v| v.branch()).hash(&mut h);
         format!("hl{:012x}", h.finish() & 0xffff_ffff_ffff)
+    }
+}
+
+/// True when `line` (with raw name `raw`) is a `wanted` header; for
+/// unrecognised names the raw name is compared case-insensitively.
+fn line_is(line: &Line, wanted: HeaderName, raw: &[u8], name: &str) -> bool {
+    if wanted != HeaderName::Other {
+        line.kind == wanted
+    } else {
+        line.kind == HeaderName::Other && raw.eq_ignore_ascii_case(name.as_bytes())
     }
 }
 

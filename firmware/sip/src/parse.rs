@@ -2,7 +2,11 @@
 
 /// RFC 3261 `token` characters.
 pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 /// True when `s` is a non-empty RFC 3261 token.
@@ -17,7 +21,35 @@ pub fn is_ws(b: u8) -> bool {
 
 /// Trims SP / HTAB on both sides.
 pub fn trim_ws(s: &str) -> &str {
-    s.trim_matches(|c| c == ' ' || c == '\t')
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut end = b.len();
+    while start < end && is_ws(b[start]) {
+        start += 1;
+    }
+    while end > start && is_ws(b[end - 1]) {
+        end -= 1;
+    }
+    // Cutting at ASCII space/tab keeps UTF-8 boundaries.
+    s.get(start..end).unwrap_or("")
+}
+
+/// Byte position of `c` in `s` (ASCII only).
+#[inline]
+pub fn find_byte(s: &str, c: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&b| b == c)
+}
+
+/// Last byte position of `c` in `s` (ASCII only).
+#[inline]
+pub fn rfind_byte(s: &str, c: u8) -> Option<usize> {
+    s.as_bytes().iter().rposition(|&b| b == c)
+}
+
+/// Position of the first SP or HTAB.
+#[inline]
+pub fn find_ws(s: &str) -> Option<usize> {
+    s.as_bytes().iter().position(|&b| is_ws(b))
 }
 
 /// Splits `s` at every `sep` byte that is outside double quotes and outside
@@ -118,7 +150,7 @@ pub struct Params<'a>(pub &'a str);
 impl<'a> Params<'a> {
     /// Iterates over `(name, value)` pairs; the value keeps its quotes.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
-        split_outside(self.0, b';').map(|p| match p.find('=') {
+        split_outside(self.0, b';').map(|p| match find_byte(p, b'=') {
             Some(i) => (
                 trim_ws(p.get(..i).unwrap_or("")),
                 Some(trim_ws(p.get(i + 1..).unwrap_or(""))),
@@ -163,7 +195,7 @@ pub fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         return None;
     }
     let (host, rest) = if s.starts_with('[') {
-        let end = s.find(']')?;
+        let end = find_byte(s, b']')?;
         let host = s.get(..=end)?;
         let inner = host.get(1..host.len() - 1)?;
         if inner.is_empty()
@@ -175,7 +207,7 @@ pub fn parse_hostport(s: &str) -> Option<(&str, Option<u16>)> {
         }
         (host, s.get(end + 1..)?)
     } else {
-        match s.find(':') {
+        match find_byte(s, b':') {
             Some(i) => (s.get(..i)?, s.get(i..)?),
             None => (s, ""),
         }
@@ -233,7 +265,7 @@ pub fn params_well_formed(s: &str) -> bool {
         if piece.is_empty() {
             return false;
         }
-        let (name, value) = match piece.find('=') {
+        let (name, value) = match find_byte(piece, b'=') {
             Some(i) => (
                 piece.get(..i).unwrap_or(""),
                 Some(piece.get(i + 1..).unwrap_or("")),

@@ -351,11 +351,23 @@ impl ProxyIdentity {
         index: u32,
     ) -> Result<NextHop, ProxyError> {
         let branch = self.branch(received, index);
+        self.forward_with_branch(req, out, &branch)
+    }
+
+    /// Like [`ProxyIdentity::forward`] with a branch computed beforehand by
+    /// [`ProxyIdentity::branch`] on the request as received (saves keeping
+    /// a copy of the received request).
+    pub fn forward_with_branch(
+        &self,
+        req: &mut Message,
+        out: &Leg,
+        branch: &str,
+    ) -> Result<NextHop, ProxyError> {
         req.decrement_max_forwards().map_err(|e| match e {
             crate::error::EditError::TooManyHops => ProxyError::TooManyHops,
             other => ProxyError::Edit(other),
         })?;
-        req.push_via(&out.via(&branch))?;
+        req.push_via(&out.via(branch))?;
         next_hop(req)
     }
 

@@ -3,7 +3,8 @@
 
 use crate::method::Method;
 use crate::parse::{
-    balanced, find_outside, parse_decimal, parse_hostport, split_outside, trim_ws, unquote, Params,
+    balanced, find_byte, find_outside, find_ws, parse_decimal, parse_hostport, rfind_byte,
+    split_outside, trim_ws, unquote, Params,
 };
 
 /// A URI as found in a Request-URI or a name-addr. `sip:`/`sips:` URIs are
@@ -47,7 +48,7 @@ impl<'a> Uri<'a> {
         {
             return None;
         }
-        let colon = s.find(':')?;
+        let colon = find_byte(s, b':')?;
         let scheme = s.get(..colon)?;
         let rest = s.get(colon + 1..)?;
         if scheme.is_empty()
@@ -70,11 +71,11 @@ impl<'a> Uri<'a> {
         };
         // The userinfo may hold `?`, `;`, `/` and `,` (RFC 3261 §25.1
         // user-unreserved), so the last `@` ends it; headers come after it.
-        let (user, after_user) = match rest.rfind('@') {
+        let (user, after_user) = match rfind_byte(rest, b'@') {
             Some(i) => (Some(rest.get(..i)?), rest.get(i + 1..)?),
             None => (None, rest),
         };
-        let (hostpart, headers) = match after_user.find('?') {
+        let (hostpart, headers) = match find_byte(after_user, b'?') {
             Some(i) => (after_user.get(..i)?, Some(after_user.get(i + 1..)?)),
             None => (after_user, None),
         };
@@ -83,7 +84,7 @@ impl<'a> Uri<'a> {
                 return None;
             }
         }
-        let (hostport, params) = match hostpart.find(';') {
+        let (hostport, params) = match find_byte(hostpart, b';') {
             Some(i) => (hostpart.get(..i)?, hostpart.get(i + 1..)?),
             None => (hostpart, ""),
         };
@@ -137,18 +138,30 @@ pub struct Via<'a> {
 }
 
 impl<'a> Via<'a> {
-    /// Parses one Via value.
+    /// Parses one Via value, checking its parameters strictly.
     pub fn parse(s: &'a str) -> Option<Via<'a>> {
+        Self::parse_with(s, true)
+    }
+
+    /// Parses one Via value without the strict parameter check (for reads
+    /// of a message that [`crate::Message::validate`] already checked).
+    pub(crate) fn parse_lax(s: &'a str) -> Option<Via<'a>> {
+        Self::parse_with(s, false)
+    }
+
+    fn parse_with(s: &'a str, strict: bool) -> Option<Via<'a>> {
         let s = trim_ws(s);
         let (sent, params) = match find_outside(s, b';') {
             Some(i) => (s.get(..i)?, s.get(i + 1..)?),
             None => (s, ""),
         };
-        let mut parts = sent.splitn(3, '/');
-        let protocol = trim_ws(parts.next()?);
-        let version = trim_ws(parts.next()?);
-        let rest = trim_ws(parts.next()?);
-        let ws = rest.find([' ', '\t'])?;
+        let s1 = find_byte(sent, b'/')?;
+        let after1 = sent.get(s1 + 1..)?;
+        let s2 = find_byte(after1, b'/')?;
+        let protocol = trim_ws(sent.get(..s1)?);
+        let version = trim_ws(after1.get(..s2)?);
+        let rest = trim_ws(after1.get(s2 + 1..)?);
+        let ws = find_ws(rest)?;
         let transport = rest.get(..ws)?;
         let hostport = trim_ws(rest.get(ws..)?);
         if !crate::parse::is_token(protocol)
@@ -158,7 +171,7 @@ impl<'a> Via<'a> {
             return None;
         }
         let (host, port) = parse_hostport(hostport)?;
-        if !crate::parse::params_well_formed(params) {
+        if strict && !crate::parse::params_well_formed(params) {
             return None;
         }
         let params = Params(params);
@@ -214,16 +227,26 @@ pub struct NameAddr<'a> {
 }
 
 impl<'a> NameAddr<'a> {
-    /// Parses one name-addr / addr-spec value.
+    /// Parses one name-addr / addr-spec value, checking URI and parameters strictly.
     pub fn parse(s: &'a str) -> Option<NameAddr<'a>> {
+        Self::parse_with(s, true)
+    }
+
+    /// Parses without the strict URI and parameter checks (for reads of a
+    /// message that [`crate::Message::validate`] already checked).
+    pub(crate) fn parse_lax(s: &'a str) -> Option<NameAddr<'a>> {
+        Self::parse_with(s, false)
+    }
+
+    fn parse_with(s: &'a str, strict: bool) -> Option<NameAddr<'a>> {
         let s = trim_ws(s);
-        if s.is_empty() || !balanced(s) {
+        if s.is_empty() || (strict && !balanced(s)) {
             return None;
         }
         let lt = find_lt(s);
         let na = match lt {
             Some(lt) => {
-                let gt = s.get(lt..)?.find('>')? + lt;
+                let gt = find_byte(s.get(lt..)?, b'>')? + lt;
                 let display = trim_ws(s.get(..lt)?);
                 let uri = s.get(lt + 1..gt)?;
                 // No LWS inside the brackets (RFC 4475 §3.1.2.14).
@@ -258,7 +281,7 @@ impl<'a> NameAddr<'a> {
                     Some(i) => (trim_ws(s.get(..i)?), s.get(i + 1..)?),
                     None => (s, ""),
                 };
-                if uri.contains([' ', '\t', ',', '?']) {
+                if uri.bytes().any(|b| matches!(b, b' ' | b'\t' | b',' | b'?')) {
                     return None;
                 }
                 NameAddr {
@@ -268,8 +291,9 @@ impl<'a> NameAddr<'a> {
                 }
             }
         };
-        Uri::parse(na.uri)?;
-        if !crate::parse::params_well_formed(na.params.0) {
+        if strict
+            && (Uri::parse(na.uri).is_none() || !crate::parse::params_well_formed(na.params.0))
+        {
             return None;
         }
         Some(na)
@@ -357,7 +381,7 @@ impl CSeq {
     /// Parses a CSeq value.
     pub fn parse(s: &str) -> Option<CSeq> {
         let s = trim_ws(s);
-        let ws = s.find([' ', '\t'])?;
+        let ws = find_ws(s)?;
         let seq = parse_decimal(s.get(..ws)?, (1u64 << 31) - 1)?;
         let method = Method::parse(trim_ws(s.get(ws..)?))?;
         Some(CSeq {
@@ -380,7 +404,7 @@ impl<'a> Event<'a> {
     /// Parses an Event value.
     pub fn parse(s: &'a str) -> Option<Event<'a>> {
         let s = trim_ws(s);
-        let (pkg, params) = match s.find(';') {
+        let (pkg, params) = match find_byte(s, b';') {
             Some(i) => (trim_ws(s.get(..i)?), s.get(i + 1..)?),
             None => (s, ""),
         };
