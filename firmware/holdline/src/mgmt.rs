@@ -392,9 +392,13 @@ async fn upload(State(st): State<AppState>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload failed: {e}")),
     };
+    // One file per upload: two uploads at once must not share a file (the
+    // agent serializes the installs; the second is refused as "on trial").
+    static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = st
         .upload_dir
-        .join(format!("holdline-upload-{}.hlb", std::process::id()));
+        .join(format!("holdline-upload-{}-{n}.hlb", std::process::id()));
     let backend = st.backend.clone();
     let job = tokio::task::spawn_blocking(move || {
         let res = std::fs::write(&path, &bytes)
