@@ -25,6 +25,7 @@ struct Slot {
 pub struct BlfBoard {
     linger: Duration,
     entities: BTreeMap<String, BTreeMap<String, Slot>>,
+    earliest_end: Option<Millis>,
 }
 
 /// Cap on dialogs kept per entity (a looping phone cannot grow this forever).
@@ -36,6 +37,7 @@ impl BlfBoard {
         BlfBoard {
             linger,
             entities: BTreeMap::new(),
+            earliest_end: None,
         }
     }
 
@@ -44,6 +46,9 @@ impl BlfBoard {
     pub fn update(&mut self, now: Millis, entity: &str, entry: DialogEntry) -> bool {
         let dialogs = self.entities.entry(entity.to_owned()).or_default();
         let ended_at = (entry.state == DialogState::Terminated).then_some(now);
+        if let Some(t) = ended_at {
+            self.earliest_end = Some(self.earliest_end.map_or(t, |e| e.min(t)));
+        }
         if let Some(slot) = dialogs.get_mut(&entry.id) {
             if slot.entry == entry {
                 return false;
@@ -91,21 +96,25 @@ impl BlfBoard {
 
     /// Next time a terminated dialog is due to be dropped.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.entities
-            .values()
-            .flat_map(|d| d.values())
-            .filter_map(|s| s.ended_at)
-            .min()
-            .map(|t| t + self.linger)
+        self.earliest_end.map(|t| t + self.linger)
     }
 
     /// Drop terminated dialogs older than `linger`, and empty entities.
     pub fn handle_timeout(&mut self, now: Millis) {
+        if self.poll_timeout().is_none_or(|t| now < t) {
+            return;
+        }
         let linger = self.linger;
         for dialogs in self.entities.values_mut() {
             dialogs.retain(|_, s| s.ended_at.is_none_or(|t| now < t + linger));
         }
         self.entities.retain(|_, d| !d.is_empty());
+        self.earliest_end = self
+            .entities
+            .values()
+            .flat_map(|d| d.values())
+            .filter_map(|s| s.ended_at)
+            .min();
     }
 }
 

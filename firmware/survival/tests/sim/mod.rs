@@ -15,6 +15,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
+use holdline_survival::blf::BlfBoard;
+use holdline_survival::bodies::{read_dialog_info_head, DialogEntry, DialogState, Direction};
 use holdline_survival::registrar::{self, Decision, Known, Provenance, Register, RegistrarConfig};
 use holdline_survival::resync::{
     self, Admission, BindingFacts, PacerAction, PacerConfig, ResyncMode, ResyncPacer,
@@ -120,6 +122,7 @@ enum Ev {
     NotifyResult(u64, u32, NotifyOutcome),
     NotifyRetry(u64),
     RelayDone(u64),
+    LocalCallEnds(usize),
     PingTick,
     UntrustedDeadline(usize),
 }
@@ -237,6 +240,8 @@ struct Sim {
     report: SeedReport,
     end: u64,
     trace: bool,
+    blf: BlfBoard,
+    check_bodies: bool,
 }
 
 /// Runs one seed; `Err` names the first invariant violated.
@@ -336,6 +341,9 @@ impl Sim {
             },
             end,
             trace: std::env::var_os("HOLDLINE_SIM_TRACE").is_some(),
+            blf: BlfBoard::new(Duration::from_secs(10)),
+            // Rendering XML in a debug build is slow: every tenth seed checks bodies.
+            check_bodies: seed.is_multiple_of(10),
         };
         sim.cloud.retain_subs = sim.rng.chance(1, 2);
         // Boot: every known phone registered through the cloud, subscribed
@@ -499,6 +507,7 @@ impl Sim {
     /// The core's loop body: timers, probes, uplink events, fail-fast, pacer.
     fn drive(&mut self) -> Result<(), String> {
         let now = Millis(self.now);
+        self.blf.handle_timeout(now);
         self.uplink.handle_timeout(now);
         while let Some(id) = self.uplink.poll_probe(now) {
             let rtt = self.delay() + self.delay();
@@ -917,6 +926,7 @@ impl Sim {
                     Some(FollowUp::None) | None => {}
                 }
             }
+            Ev::LocalCallEnds(idx) => self.local_call_state(idx, DialogState::Terminated)?,
             Ev::RelayDone(d) => {
                 let f = self.subs.get_mut(&d).map(|s| s.relay_done());
                 if f == Some(FollowUp::SendNow) {
@@ -1024,21 +1034,49 @@ impl Sim {
         }
         self.finish(idx, ok)?;
         if ok && route == Route::SitePhone {
-            // BLF from the calls holdline routes: confirmed and terminated.
-            let from = self.calls[idx].from;
-            let to = match self.calls[idx].to {
-                Callee::Site(c) => Some(c),
-                _ => None,
+            // BLF from the calls holdline routes: confirmed now, terminated later.
+            self.local_call_state(idx, DialogState::Confirmed)?;
+            let len = self.rng.range_inclusive(2_000, 60_000);
+            self.at(self.now + len, Ev::LocalCallEnds(idx));
+        }
+        Ok(())
+    }
+
+    fn entity(&self, phone: usize) -> String {
+        format!("sip:{}@cloud.test", self.numbers[phone])
+    }
+
+    fn local_call_state(&mut self, idx: usize, state: DialogState) -> Result<(), String> {
+        let from = self.calls[idx].from;
+        let Callee::Site(to) = self.calls[idx].to else {
+            return Ok(());
+        };
+        let now = Millis(self.now);
+        for (party, dir, other) in [
+            (from, Direction::Initiator, to),
+            (to, Direction::Recipient, from),
+        ] {
+            let entry = DialogEntry {
+                id: format!("call{idx}"),
+                call_id: Some(format!("call{idx}@sim")),
+                local_tag: None,
+                remote_tag: None,
+                direction: Some(dir),
+                state,
+                remote_identity: Some(self.entity(other)),
             };
+            let entity = self.entity(party);
+            if !self.blf.update(now, &entity, entry) {
+                continue;
+            }
             let watching: Vec<u64> = self
                 .watches
                 .iter()
-                .filter(|(_, w)| Some(**w) == to || **w == from)
+                .filter(|(_, w)| **w == party)
                 .map(|(d, _)| *d)
                 .collect();
             for d in watching {
                 if self.subs.get(&d).is_some_and(|s| s.is_local()) {
-                    self.local_notify(d)?;
                     self.local_notify(d)?;
                 }
             }
@@ -1319,6 +1357,19 @@ impl Sim {
             .get_mut(&d)
             .and_then(|s| s.next_notify(Millis(self.now)));
         if let Some(plan) = plan {
+            if let (true, Some(v), Some(w)) =
+                (self.check_bodies, plan.version, self.watches.get(&d))
+            {
+                // The body the core would send; its version must be the plan's.
+                let body = self.blf.body(&self.entity(*w), v);
+                let head = read_dialog_info_head(&body).ok_or("unreadable dialog-info body")?;
+                if head.version != v || !head.full {
+                    return Err(format!(
+                        "dialog-info body version {} != plan {v}",
+                        head.version
+                    ));
+                }
+            }
             self.send_notify(d, plan);
         }
         Ok(())
