@@ -837,9 +837,7 @@ impl Store {
         })
     }
 
-    /// Insert raw SQL-level rows for tests and tools is deliberately not offered: damage is
-    /// made with `holdline-store-corrupt`. This returns the row count of a table (good and
-    /// bad rows alike), for diagnostics.
+    /// Row count of a table (good and bad rows alike, not validated), for diagnostics.
     pub fn raw_count(&self, table: &str) -> Result<u64, StoreError> {
         if !schema::TABLES.contains(&table) {
             return Err(StoreError::Invalid(format!("unknown table {table}")));

@@ -149,3 +149,47 @@ pub(crate) fn prepare(conn: &mut Connection) -> rusqlite::Result<Prepared> {
     }
     Ok(Prepared::Ready { found, applied })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_strictly_ordered_and_end_at_the_current_version() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| pack(m.major, m.minor)).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        assert_eq!(versions.last(), Some(&pack(SCHEMA_MAJOR, SCHEMA_MINOR)));
+        assert_eq!(unpack(pack(3, 7)), (3, 7));
+    }
+
+    #[test]
+    fn fresh_database_is_migrated_once() {
+        let mut c = Connection::open_in_memory().expect("memory db");
+        match prepare(&mut c).expect("prepare") {
+            Prepared::Ready { found, applied } => {
+                assert_eq!(found, None);
+                assert_eq!(applied, MIGRATIONS.len());
+            }
+            _ => panic!("fresh db must be ready"),
+        }
+        let uv: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("user_version");
+        assert_eq!(uv, pack(SCHEMA_MAJOR, SCHEMA_MINOR));
+        match prepare(&mut c).expect("prepare again") {
+            Prepared::Ready { found, applied } => {
+                assert_eq!(found, Some((SCHEMA_MAJOR, SCHEMA_MINOR)));
+                assert_eq!(applied, 0);
+            }
+            _ => panic!("migrated db must be ready"),
+        }
+    }
+
+    #[test]
+    fn a_store_with_a_missing_table_is_not_ready() {
+        let mut c = Connection::open_in_memory().expect("memory db");
+        prepare(&mut c).expect("prepare");
+        c.execute_batch("DROP TABLE mwi").expect("drop");
+        assert!(matches!(prepare(&mut c), Ok(Prepared::Foreign(_))));
+    }
+}
