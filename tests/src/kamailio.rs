@@ -183,7 +183,17 @@ pub struct Kamailio {
     role: Role,
     opts: KamailioOpts,
     starts: u32,
+    frozen: bool,
     dir: RunDir,
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // A stopped process group ignores SIGTERM until continued.
+        if self.frozen {
+            let _ = self.thaw();
+        }
+    }
 }
 
 impl Kamailio {
@@ -218,6 +228,7 @@ impl Kamailio {
             role,
             opts,
             starts: 0,
+            frozen: false,
             dir,
         };
         if role == Role::Cloud {
@@ -351,6 +362,52 @@ impl Kamailio {
             .collect())
     }
 
+    /// Polls the presence server until it holds at least `n` subscriptions
+    /// (every 200 ms, up to `timeout`); returns the last list read either way.
+    /// The list is written back to the database once a second, so allow that.
+    pub fn wait_subscriptions(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Watcher>, RigError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let subs = self.subscriptions()?;
+            if subs.len() >= n || Instant::now() >= deadline {
+                return Ok(subs);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Freezes every process of the instance (`SIGSTOP`): the cloud goes
+    /// silent without closing a socket, as a hung registrar does. Undo with
+    /// [`Kamailio::thaw`] (also done on `Drop`, before stopping it).
+    pub fn freeze(&mut self) -> Result<(), RigError> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)?;
+        self.frozen = true;
+        Ok(())
+    }
+
+    /// Resumes a frozen instance (`SIGCONT`).
+    pub fn thaw(&mut self) -> Result<(), RigError> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)?;
+        self.frozen = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, sig: nix::sys::signal::Signal) -> Result<(), RigError> {
+        match self.child.as_mut() {
+            Some(c) => c
+                .signal(sig)
+                .map_err(|e| RigError::io("signal kamailio", e)),
+            None => Err(RigError::Startup {
+                what: "kamailio".into(),
+                detail: "not running".into(),
+            }),
+        }
+    }
+
     /// Adds subscribers while running (auth_db reads the table per request).
     pub fn add_users(&self, users: &[User]) -> Result<(), RigError> {
         self.sql(&insert_users_sql(users), false).map(|_| ())
@@ -359,6 +416,7 @@ impl Kamailio {
     /// Kills the whole instance with `SIGKILL` (a crash); it stays down until
     /// [`Kamailio::start_again`].
     pub fn crash(&mut self) -> Result<(), RigError> {
+        self.frozen = false;
         if let Some(child) = self.child.as_mut() {
             child.kill().map_err(|e| RigError::io("kill kamailio", e))?;
         }
@@ -368,6 +426,9 @@ impl Kamailio {
 
     /// Stops the instance gracefully (`SIGTERM`); down until [`Kamailio::start_again`].
     pub fn stop(&mut self) -> Result<(), RigError> {
+        if self.frozen {
+            self.thaw()?;
+        }
         if let Some(child) = self.child.as_mut() {
             child
                 .terminate(Duration::from_secs(5))

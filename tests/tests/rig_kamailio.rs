@@ -311,17 +311,30 @@ fn blocks_are_distinct_and_the_cloud_answers_options() {
 }
 
 fn wait_for_watchers(cloud: &Kamailio, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let subs = cloud.subscriptions().expect("active_watchers");
-        if subs.len() >= n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the cloud never held {n} subscriptions: {subs:?}\n{}",
-            cloud.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let subs = cloud
+        .wait_subscriptions(n, Duration::from_secs(30))
+        .expect("active_watchers");
+    assert!(
+        subs.len() >= n,
+        "the cloud never held {n} subscriptions: {subs:?}\n{}",
+        cloud.log()
+    );
+}
+
+#[test]
+fn a_frozen_cloud_is_silent_until_thawed() {
+    let block = Block::allocate();
+    let mut cloud = cloud(&block, &[]);
+    let to = SocketAddr::V4(cloud.addr());
+    cloud.freeze().expect("SIGSTOP");
+    assert!(
+        holdline_tests::net::sip_options(block.phone(0), to, Duration::from_secs(2)).is_err(),
+        "a frozen cloud answered"
+    );
+    cloud.thaw().expect("SIGCONT");
+    let code = holdline_tests::net::sip_options(block.phone(0), to, Duration::from_secs(30))
+        .expect("answers again");
+    assert_eq!(code, 200);
+    // Dropped frozen: must still stop (covered by Drop's thaw).
+    cloud.freeze().expect("SIGSTOP again");
 }
