@@ -22,12 +22,15 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::appstate;
 use crate::config::{self, Config};
 use crate::console_srv::{self, ConsoleRequest};
 use crate::exit::Exit;
 use crate::hw;
+use crate::mgmt;
 use crate::net::{self, NetEvent};
 use crate::persist;
+use crate::update_cmd;
 
 /// The SIP loop checks in at every wake-up (at least once a second).
 const SIP_DEADLINE: Duration = Duration::from_secs(10);
@@ -35,6 +38,63 @@ const SIP_DEADLINE: Duration = Duration::from_secs(10);
 const STORE_DEADLINE: Duration = Duration::from_secs(20);
 /// The uplink probe runs on the loop's timer (at least once a second).
 const UPLINK_DEADLINE: Duration = Duration::from_secs(10);
+
+type AgentResult = Result<update_cmd::TickAction, update_cmd::UpdateCmdError>;
+
+async fn join_opt(h: &mut Option<tokio::task::JoinHandle<AgentResult>>) -> Option<AgentResult> {
+    match h {
+        Some(j) => j.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Refreshes the snapshot read by the management API and the update agent.
+fn publish(
+    shared: &appstate::Shared,
+    edge: &Edge,
+    hw: &hw::Hw,
+    store: &Store,
+    now: Instant,
+    started: Instant,
+    tcp: usize,
+) {
+    let report = hw.health_report().to_string();
+    let tasks_fresh = hw::health_ok(&report);
+    let status = console_srv::answer_from_edge(
+        &holdline_console::command::Command::Status,
+        edge,
+        now,
+        started,
+        store,
+        tcp,
+        Some(hw),
+    )
+    .map(|a| a.json())
+    .unwrap_or_default();
+    let rtt_s = match edge.probe().state() {
+        holdline_core::Uplink::Up { rtt, .. } => Some(rtt.as_secs_f64()),
+        _ => None,
+    };
+    appstate::write(
+        shared,
+        appstate::Snapshot {
+            tasks_fresh,
+            problems: if tasks_fresh {
+                Vec::new()
+            } else {
+                vec!["a critical task is not checking in".to_string()]
+            },
+            cloud: edge.probe().state().name().to_string(),
+            status_json: status,
+            bindings: edge.bindings().len(),
+            subscriptions: edge.subs().len(),
+            calls_active: edge.calls().active(),
+            rtt_s,
+            quarantined: store.stats().quarantined,
+            watchdog_resets: hw.watchdog_resets(),
+        },
+    );
+}
 
 async fn recv_opt(rx: &mut Option<mpsc::Receiver<()>>) -> bool {
     match rx {
@@ -97,6 +157,7 @@ enum Wake {
     Console(ConsoleRequest),
     Timer,
     FactoryReset(bool),
+    Update(Option<Result<update_cmd::TickAction, update_cmd::UpdateCmdError>>),
     Shutdown(&'static str),
 }
 
@@ -258,6 +319,35 @@ pub async fn run(cfg: Config) -> Exit {
 
     let console_task = tokio::spawn(console_srv::serve(listener, con_tx, store.clone()));
 
+    // State snapshot for the management API and the update agent.
+    let shared: appstate::Shared = Default::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if cfg.mgmt.enabled {
+        let backend = std::sync::Arc::new(appstate::Backend {
+            shared: shared.clone(),
+            update: cfg.update.clone(),
+            board: cfg.board.profile.clone(),
+        });
+        let mcfg = cfg.mgmt.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = mgmt::serve(&mcfg, backend, shutdown).await {
+                error!(error = %e, "management API stopped");
+            }
+        });
+    }
+    // Update agent: reconciles the boot (a trial boot is judged by health), then ticks.
+    let sh = shared.clone();
+    let mut update_agent = Some(tokio::spawn(update_cmd::supervise(
+        cfg.update.clone(),
+        cfg.board.profile.clone(),
+        move || appstate::read(&sh).healthy(),
+        Duration::from_secs(5),
+    )));
+
     // Signals.
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
@@ -299,6 +389,7 @@ pub async fn run(cfg: Config) -> Exit {
             c = con_rx.recv() => match c { Some(r) => Wake::Console(r), None => Wake::Timer },
             _ = tokio::time::sleep_until(deadline) => Wake::Timer,
             r = recv_opt(&mut factory_reset) => Wake::FactoryReset(r),
+            u = join_opt(&mut update_agent) => Wake::Update(u),
             _ = sigterm.recv() => Wake::Shutdown("SIGTERM"),
             _ = sigint.recv() => Wake::Shutdown("SIGINT"),
         };
@@ -345,6 +436,20 @@ pub async fn run(cfg: Config) -> Exit {
                 );
             }
             Wake::FactoryReset(false) => factory_reset = None,
+            Wake::Update(result) => {
+                update_agent = None;
+                match result {
+                    Some(Ok(update_cmd::TickAction::Restart { version, reason })) => {
+                        warn!(%version, %reason, "update agent asks for a restart");
+                        break Exit::Restart;
+                    }
+                    Some(Ok(other)) => info!(?other, "update agent stopped"),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "update agent not running; SIP service continues")
+                    }
+                    None => warn!("update agent task ended abnormally"),
+                }
+            }
             Wake::Shutdown(why) => {
                 info!(signal = why, "shutting down");
                 break Exit::Ok;
@@ -358,6 +463,7 @@ pub async fn run(cfg: Config) -> Exit {
             if st.writer_alive && st.writer_idle < STORE_DEADLINE / 2 {
                 store_task.check_in(now);
             }
+            publish(&shared, &edge, &hw, &store, now, started, net.tcp_count());
             let cloud = edge.probe().state().name();
             if cloud != last_cloud {
                 last_cloud = cloud;
@@ -398,6 +504,10 @@ pub async fn run(cfg: Config) -> Exit {
     };
 
     notifier.notify("STOPPING=1");
+    let _ = stop_tx.send(true);
+    if let Some(u) = update_agent.take() {
+        u.abort();
+    }
     console_task.abort();
     hw.shutdown().await;
     console_srv::remove_stale(&cfg.console.socket);

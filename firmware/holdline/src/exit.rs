@@ -12,6 +12,7 @@
 //! | 5  | cannot listen: a configured address could not be bound |
 //! | 6  | not reachable: `holdline console`/`health` could not reach the daemon's socket |
 //! | 7  | board: the `[board] profile` is unknown or invalid, or a device it names cannot be opened |
+//! | 8  | restart requested: the update agent judged a trial boot failed (simulated board); the supervisor starts holdline again, which is the "reboot" into the previous slot |
 //! | 70 | internal error (EX_SOFTWARE): a bug; supervisors restart |
 //! | 75 | watchdog reset (EX_TEMPFAIL): a critical task stopped checking in and the (simulated) watchdog fired |
 
@@ -35,6 +36,8 @@ pub enum Exit {
     NotReachable = 6,
     /// The board profile or one of its devices failed.
     Board = 7,
+    /// The update agent asked for a restart.
+    Restart = 8,
     /// Internal error.
     Internal = 70,
     /// A critical task hung; the watchdog fired.
@@ -68,6 +71,7 @@ mod tests {
         assert_eq!(Exit::CannotListen.code(), 5);
         assert_eq!(Exit::NotReachable.code(), 6);
         assert_eq!(Exit::Board.code(), 7);
+        assert_eq!(Exit::Restart.code(), 8);
         assert_eq!(Exit::Internal.code(), 70);
         assert_eq!(Exit::WatchdogReset.code(), 75);
     }

@@ -9,21 +9,20 @@
 //! ```
 //! Exit codes: see [`exit`].
 
+mod appstate;
 mod config;
 mod console_client;
 mod console_srv;
 mod daemon;
 mod exit;
 mod hw;
-// Management HTTP API (images helper). Declared so that its config section
-// parses; not started by the daemon yet, hence the allowance.
+// Management HTTP API (images helper); started when `[mgmt] enabled`.
 #[allow(dead_code)]
 mod mgmt;
 mod net;
 mod persist;
 mod sdnotify;
-// `holdline update` bodies and the update agent (images helper); the agent's
-// boot/tick hooks are not called by the daemon yet.
+// `holdline update` bodies and the update agent (images helper).
 #[allow(dead_code)]
 mod update_cmd;
 
