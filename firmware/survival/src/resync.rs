@@ -279,9 +279,12 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
         }
         self.tokens_milli -= TOKEN;
         self.releases += 1;
+        // Jitter: the next release is pushed back from when its token is due
+        // (never earlier, so the cap holds) by a random share of the interval.
         let max_extra = self.interval_ms() * u64::from(self.cfg.jitter_permille) / 1000;
         let extra = self.rng.range_inclusive(0, max_extra);
-        self.not_before = Millis(now.0 + extra);
+        let due = self.token_at();
+        self.not_before = Millis(due.0 + extra);
         true
     }
 
@@ -505,6 +508,11 @@ mod tests {
             ));
             let times: Vec<u64> = out.iter().map(|(t, _)| *t).collect();
             assert!(max_in_window(&times, 1000) <= rate as usize);
+            // Jittered: gaps vary, none below the interval.
+            let gaps: std::collections::BTreeSet<u64> =
+                times.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(gaps.len() > 3, "{gaps:?}");
+            assert!(*gaps.iter().next().unwrap() >= 1000 / u64::from(rate));
             // Jitter costs at most a quarter of the pace on average.
             let took = times[times.len() - 1];
             assert!(
