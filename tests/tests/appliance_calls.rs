@@ -132,3 +132,78 @@ fn an_inbound_call_reaches_the_phone_after_a_holdline_restart() {
     let calls = hl.console_json(&["show", "calls"]).expect("console");
     assert!(calls.contains("\"dir\":\"in\""), "{calls}");
 }
+
+#[test]
+fn a_phone_on_tcp_registers_and_calls_through_holdline() {
+    use holdline_tests::sipp::Transport;
+    let block = Block::allocate();
+    let users = User::numbered(1000, 2);
+    let cloud =
+        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
+    let hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline");
+    let reg = Sipp::new(Scenario::Register)
+        .name("register-tcp")
+        .local(block.phone(0), PHONE_PORT)
+        .remote(hl.lan())
+        .transport(Transport::Tcp)
+        .users(&users[..1])
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("sipp runs");
+    assert!(reg.all_ok(), "{reg}");
+    let r1 = register(&block, &hl, 1, &users[1..]);
+    assert!(r1.all_ok(), "{r1}");
+    let regs = hl
+        .console_json(&["show", "registrations", "sip:1000@cloud.test"])
+        .expect("console");
+    assert!(
+        regs.contains(&format!("\"source\":\"tcp:{}:", block.phone(0))),
+        "{regs}"
+    );
+    let table = cloud.location().expect("ul.dump");
+    assert!(
+        table.iter().all(|c| c
+            .path
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&hl.wan().to_string())),
+        "{table:#?}"
+    );
+
+    let uas = Sipp::new(Scenario::Uas)
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("callee starts");
+    let uac = Sipp::new(Scenario::Uac)
+        .name("caller-tcp")
+        .local(block.phone(0), PHONE_PORT)
+        .remote(hl.lan())
+        .transport(Transport::Tcp)
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .var("HOLD_MS", "300")
+        .timeout(Duration::from_secs(120))
+        .run()
+        .expect("caller runs");
+    assert!(uac.all_ok(), "{uac}");
+    let callee = uas.wait().expect("callee finishes");
+    assert!(callee.all_ok(), "{callee}");
+}
+
+#[test]
+fn the_uplink_probe_sees_the_cloud_up_with_a_round_trip_time() {
+    let block = Block::allocate();
+    let _cloud =
+        Kamailio::start(block.cloud(), KamailioOpts::with_users(Vec::new())).expect("cloud");
+    let hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline");
+    let cloud = hl
+        .wait_console(&["show", "cloud"], Duration::from_secs(20), |j| {
+            j.contains("\"state\":\"up\"")
+        })
+        .expect("console");
+    assert!(cloud.contains("\"state\":\"up\""), "{cloud}");
+    assert!(cloud.contains("\"last_status\":200"), "{cloud}");
+    assert!(!cloud.contains("\"rtt_ms\":null"), "{cloud}");
+}
