@@ -58,7 +58,7 @@ pub use record::MAX_UNIX_TIME;
 
 use db::{BadRow, Scan};
 use record::{fingerprint, Record};
-use writer::{Job, PurgeTable, Reply, Shared};
+use writer::{Job, Reply, Shared};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -692,38 +692,69 @@ impl Store {
         Ok(db::quarantine_count(&self.reader())?)
     }
 
-    /// Delete expired bindings and subscriptions (`expires_at <= now_unix`), in batches of
-    /// `batch` rows, each its own short write transaction queued between group commits.
-    /// Every row of both tables is judged on the way: bad rows go to quarantine, unreadable
-    /// regions are skipped; neither stops the purge. Then trims the event log and quarantine
-    /// to their caps.
+    /// One table of the purge: read and judge `batch` rows at a time on the read
+    /// connection, then hand the writer one short transaction with what to delete and what
+    /// to quarantine. Returns the rows purged.
+    fn purge_table<T: Record>(
+        &self,
+        now: i64,
+        batch: usize,
+        rep: &mut PurgeReport,
+    ) -> Result<usize, StoreError> {
+        let mut scan = Scan::new();
+        let mut purged = 0;
+        while !scan.done {
+            let mut expired = Vec::new();
+            let mut bad = Vec::new();
+            {
+                let conn = self.reader();
+                for (id, vals) in scan.next(&conn, T::TABLE, T::COLS, batch) {
+                    match T::decode(&vals) {
+                        Ok(rec) => {
+                            if rec.expires_at().is_some_and(|e| e <= now) {
+                                expired.push(id);
+                            }
+                        }
+                        Err(reason) => bad.push(BadRow::of::<T>(id, &vals, reason)),
+                    }
+                }
+            }
+            rep.batches += 1;
+            if expired.is_empty() && bad.is_empty() {
+                continue;
+            }
+            let table = T::TABLE;
+            let done = self.ask(|reply| Job::PurgeApply {
+                table,
+                now,
+                expired,
+                bad,
+                reply,
+            })?;
+            purged += done.purged;
+            rep.quarantined += done.quarantined;
+        }
+        if scan.unreadable > 0 {
+            rep.unreadable += scan.unreadable;
+            self.inner
+                .shared
+                .note_damage(&format!("{}: rows SQLite cannot read", T::TABLE));
+        }
+        Ok(purged)
+    }
+
+    /// Delete expired bindings and subscriptions (`expires_at <= now_unix`) in batches of
+    /// `batch` rows. Each batch is read and judged on the read connection (so the writer is
+    /// never held by the reading), then applied by the writer as one short transaction
+    /// queued between group commits. Every row of both tables is judged on the way: bad
+    /// rows go to quarantine, unreadable regions are skipped; neither stops the purge. Then
+    /// trims the event log and quarantine to their caps.
     pub fn purge_expired(&self, now_unix: i64, batch: usize) -> Result<PurgeReport, StoreError> {
         let start = Instant::now();
         let batch = batch.max(1);
         let mut rep = PurgeReport::default();
-        for table in [PurgeTable::Bindings, PurgeTable::Subscriptions] {
-            let mut after = 0;
-            loop {
-                let step = self.ask(|reply| Job::PurgeStep {
-                    table,
-                    now: now_unix,
-                    after,
-                    batch,
-                    reply,
-                })?;
-                rep.batches += 1;
-                match table {
-                    PurgeTable::Bindings => rep.purged_bindings += step.purged,
-                    PurgeTable::Subscriptions => rep.purged_subscriptions += step.purged,
-                }
-                rep.quarantined += step.quarantined;
-                rep.unreadable += step.unreadable;
-                if step.done || step.after <= after {
-                    break;
-                }
-                after = step.after;
-            }
-        }
+        rep.purged_bindings = self.purge_table::<Binding>(now_unix, batch, &mut rep)?;
+        rep.purged_subscriptions = self.purge_table::<Subscription>(now_unix, batch, &mut rep)?;
         rep.purged = rep.purged_bindings + rep.purged_subscriptions;
         let (events, quarantine) = (self.inner.opts.max_events, self.inner.opts.max_quarantine);
         let (trimmed, _) = self.ask(|reply| Job::Trim {

@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use crate::db::{self, BadRow, Scan};
+use crate::db::{self, BadRow};
 use crate::error::StoreError;
 use crate::model::{PurgeReport, Write};
-use crate::record::Record;
 use crate::unix_now;
 
 /// How a committer is told its commit is durable.
@@ -41,21 +40,11 @@ impl Reply {
     }
 }
 
-/// Result of one bounded purge batch.
+/// What one purge batch changed.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Step {
-    pub after: i64,
-    pub done: bool,
+pub(crate) struct Applied {
     pub purged: usize,
     pub quarantined: usize,
-    pub unreadable: usize,
-}
-
-/// Which table a purge step works on.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum PurgeTable {
-    Bindings,
-    Subscriptions,
 }
 
 pub(crate) enum Job {
@@ -63,12 +52,15 @@ pub(crate) enum Job {
         writes: Vec<Write>,
         reply: Reply,
     },
-    PurgeStep {
-        table: PurgeTable,
+    /// Delete these expired rows (still expired) and quarantine these bad rows (still as
+    /// judged), in one short transaction. The reading and judging was done by the caller
+    /// on the read connection, so the writer is held only for the changes.
+    PurgeApply {
+        table: &'static str,
         now: i64,
-        after: i64,
-        batch: usize,
-        reply: SyncSender<Result<Step, StoreError>>,
+        expired: Vec<i64>,
+        bad: Vec<BadRow>,
+        reply: SyncSender<Result<Applied, StoreError>>,
     },
     Quarantine {
         rows: Vec<BadRow>,
@@ -278,26 +270,16 @@ fn other_job(conn: &mut Connection, job: Job, shared: &Shared) {
             let mut g = vec![(writes, reply)];
             flush(conn, &mut g, shared);
         }
-        Job::PurgeStep {
+        Job::PurgeApply {
             table,
             now,
-            after,
-            batch,
+            expired,
+            bad,
             reply,
         } => {
-            let r = match table {
-                PurgeTable::Bindings => purge_step::<crate::Binding>(conn, now, after, batch),
-                PurgeTable::Subscriptions => {
-                    purge_step::<crate::Subscription>(conn, now, after, batch)
-                }
-            };
+            let r = purge_apply(conn, table, now, &expired, &bad);
             match &r {
-                Ok(s) => {
-                    shared.add_quarantined(s.quarantined);
-                    if s.unreadable > 0 {
-                        shared.note_damage("purge met rows SQLite cannot read");
-                    }
-                }
+                Ok(a) => shared.add_quarantined(a.quarantined),
                 Err(e) => shared.note_if_corrupt(e),
             }
             let _ = reply.send(r.map_err(StoreError::from));
@@ -346,52 +328,42 @@ fn quarantine_rows(conn: &mut Connection, rows: &[BadRow]) -> rusqlite::Result<u
     Ok(moved)
 }
 
-/// One bounded batch of the purge: read up to `batch` rows after `after`, judge each,
-/// delete the expired good ones, quarantine the bad ones; one short transaction.
-fn purge_step<T: Record>(
+/// Apply one purge batch. A row-level failure (e.g. a damaged index page under one row)
+/// skips that row; it never fails the batch.
+fn purge_apply(
     conn: &mut Connection,
+    table: &str,
     now: i64,
-    after: i64,
-    batch: usize,
-) -> rusqlite::Result<Step> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut scan = Scan::from(after);
-    let rows = scan.next(&tx, T::TABLE, T::COLS, batch);
-    let mut step = Step::default();
+    expired: &[i64],
+    bad: &[BadRow],
+) -> rusqlite::Result<Applied> {
+    let mut done = Applied::default();
+    if expired.is_empty() && bad.is_empty() {
+        return Ok(done);
+    }
     let qnow = unix_now();
-    for (id, vals) in rows {
-        // A row-level failure (e.g. a damaged index page under one row) skips that row,
-        // counted as unreadable; it never stops the batch.
-        match T::decode(&vals) {
-            Ok(rec) => {
-                if rec.expires_at().is_some_and(|e| e <= now) {
-                    let r = tx
-                        .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", T::TABLE))
-                        .and_then(|mut s| s.execute([id]));
-                    match r {
-                        Ok(_) => step.purged += 1,
-                        Err(e) => {
-                            tracing::warn!(table = T::TABLE, rowid = id, error = %e, "purge: delete failed");
-                            step.unreadable += 1;
-                        }
-                    }
-                }
-            }
-            Err(reason) => {
-                let bad = BadRow::of::<T>(id, &vals, reason);
-                match db::insert_quarantine(&tx, &bad, &vals, qnow) {
-                    Ok(()) => step.quarantined += 1,
-                    Err(e) => {
-                        tracing::warn!(table = T::TABLE, rowid = id, error = %e, "purge: quarantine failed");
-                        step.unreadable += 1;
-                    }
-                }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for id in expired {
+        // `expires_at <= now` again: a row id reused by a fresh binding is not touched.
+        let r = tx
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE id = ?1 AND expires_at <= ?2"
+            ))
+            .and_then(|mut st| st.execute([*id, now]));
+        match r {
+            Ok(n) => done.purged += n,
+            Err(e) => tracing::warn!(table, rowid = id, error = %e, "purge: delete failed"),
+        }
+    }
+    for row in bad {
+        match db::quarantine_row(&tx, row, qnow) {
+            Ok(true) => done.quarantined += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(table, rowid = row.rowid, error = %e, "purge: quarantine failed")
             }
         }
     }
     tx.commit()?;
-    step.after = scan.after;
-    step.done = scan.done;
-    step.unreadable += scan.unreadable;
-    Ok(step)
+    Ok(done)
 }
