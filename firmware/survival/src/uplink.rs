@@ -453,10 +453,15 @@ impl UplinkMonitor {
             }
             _ => None,
         };
-        [Some(self.next_probe_at), probe_deadline, hold]
-            .into_iter()
-            .flatten()
-            .min()
+        // Plain matches: this runs on every step of a driver's loop.
+        let mut next = self.next_probe_at;
+        if let Some(t) = probe_deadline {
+            next = next.min(t);
+        }
+        if let Some(t) = hold {
+            next = next.min(t);
+        }
+        Some(next)
     }
 
     /// A probe to send now, if one is due. Call until `None`.

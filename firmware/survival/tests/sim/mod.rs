@@ -460,18 +460,15 @@ impl Sim {
                 return Err("simulation did not finish in 2M steps".into());
             }
             let next_q = self.queue.peek().map(|s| s.t);
-            let next = [
-                next_q,
-                self.uplink.poll_timeout().map(|t| t.0),
-                self.failfast.poll_timeout().map(|t| t.0),
-                self.pacer
-                    .as_ref()
-                    .and_then(|p| p.poll_timeout())
-                    .map(|t| t.0),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let mut next = next_q;
+            let timers = [
+                self.uplink.poll_timeout(),
+                self.failfast.poll_timeout(),
+                self.pacer.as_ref().and_then(|p| p.poll_timeout()),
+            ];
+            for t in timers.iter().flatten() {
+                next = Some(next.map_or(t.0, |n| n.min(t.0)));
+            }
             let Some(next) = next else { break };
             if next > self.end {
                 break;
