@@ -26,6 +26,23 @@
 //!   in values ([`EditError::Injection`]).
 //! * Answers: [`Message::response_for`] (alias [`response_for`]).
 //!
+//! # Modules
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`message`], [`values`], [`parse`], [`name`], [`method`], [`error`] | the lossless message model, borrowed typed views, `ParseError`/`EditError` |
+//! | [`framing`] | datagram and stream (Content-Length) framing, max size, RFC 5626 CRLF ping/pong |
+//! | [`inbound`] | bad input: [`inbound::classify`] → message, 400/505/513 answer, or counted [`inbound::DropReason`]; the reference pipeline used by fuzz/proptest/bench |
+//! | [`transaction`] | RFC 3261 §17 client/server transactions, timers A–M, RFC 6026, RFC 2543 matching; sans-IO `handle_*`/`poll_*` |
+//! | [`proxy`] | RFC 3261 §16 mechanics: branch + loop hash, received/rport, Max-Forwards, two-sided Record-Route, Route popping, Path, response routing by Via, best response |
+//! | [`access`] | no-open-relay rule by source prefix and side, 403 helper, bounded per-source token bucket |
+//!
+//! Nothing here opens a socket, spawns a task or reads a clock: time is an
+//! `Instant` argument, output is polled. Routing *policy* (which leg, which
+//! domain) belongs to holdline-core.
+//!
+//! # Example
+//!
 //! ```
 //! use holdline_sip::{Message, Method};
 //!

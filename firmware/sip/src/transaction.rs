@@ -329,6 +329,8 @@ struct ServerTx {
     key: ServerKey,
     from: Peer,
     state: ServerState,
+    /// The request that created it (to build any answer later).
+    request: Message,
 }
 
 #[derive(Debug)]
@@ -598,8 +600,15 @@ impl Transactions {
             ServerState::Trying { deadline }
         };
         self.servers.insert(key.clone(), id);
-        self.txs
-            .insert(id, Tx::Server(ServerTx { key, from, state }));
+        self.txs.insert(
+            id,
+            Tx::Server(ServerTx {
+                key,
+                from,
+                state,
+                request: req.clone(),
+            }),
+        );
         self.schedule(id);
         self.events.push_back(TxEvent::Request {
             tx: Some(id),
@@ -968,6 +977,14 @@ impl Transactions {
                 ..
             }))
         )
+    }
+
+    /// The request that created a server transaction (to answer it).
+    pub fn server_request(&self, id: TxId) -> Option<&Message> {
+        match self.txs.get(&id) {
+            Some(Tx::Server(s)) => Some(&s.request),
+            _ => None,
+        }
     }
 
     /// The request a client transaction sent.

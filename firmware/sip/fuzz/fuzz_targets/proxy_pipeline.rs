@@ -26,7 +26,13 @@ fuzz_target!(|data: &[u8]| {
         let b = m.to_bytes();
         let again = Message::parse(&b).expect("serialized valid message parses");
         assert_eq!(again.to_bytes(), b);
-        let _ = (m.contacts(), m.routes(), m.record_routes(), m.paths(), m.event());
+        let _ = (
+            m.contacts(),
+            m.routes(),
+            m.record_routes(),
+            m.paths(),
+            m.event(),
+        );
         let _ = Message::response_for(&m, 400, "Bad Request");
     }
 });
