@@ -389,9 +389,22 @@ pub fn answer_from_store(cmd: &Command, store: &Store) -> Answer {
     }
 }
 
+/// What running a console line needs besides the loop's state.
+#[derive(Clone)]
+pub struct Ctx {
+    /// To the daemon's loop.
+    pub to_loop: mpsc::Sender<ConsoleRequest>,
+    /// The store, for store commands.
+    pub store: Store,
+    /// `[update]`, for `update status`.
+    pub update: crate::update_cmd::UpdateConfig,
+    /// `[board] profile`.
+    pub board: String,
+}
+
 /// Serves the console on a Unix socket: one command per connection (see
 /// `console_client` for the wire format).
-pub async fn serve(listener: UnixListener, to_loop: mpsc::Sender<ConsoleRequest>, store: Store) {
+pub async fn serve(listener: UnixListener, ctx: Ctx) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -401,8 +414,7 @@ pub async fn serve(listener: UnixListener, to_loop: mpsc::Sender<ConsoleRequest>
                 continue;
             }
         };
-        let to_loop = to_loop.clone();
-        let store = store.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut rd = BufReader::new(rd).take_while_limit();
@@ -410,7 +422,7 @@ pub async fn serve(listener: UnixListener, to_loop: mpsc::Sender<ConsoleRequest>
             if rd.read_line(&mut line).await.is_err() {
                 return;
             }
-            let (answer, json) = run_line(&line, &to_loop, &store).await;
+            let (answer, json) = run_line(&line, &ctx).await;
             let status = if answer.ok { "OK\n" } else { "ERR\n" };
             let mut out = String::from(status);
             out.push_str(&answer.render(json));
@@ -423,11 +435,7 @@ pub async fn serve(listener: UnixListener, to_loop: mpsc::Sender<ConsoleRequest>
 }
 
 /// Runs one console line (also usable by the serial console).
-pub async fn run_line(
-    line: &str,
-    to_loop: &mpsc::Sender<ConsoleRequest>,
-    store: &Store,
-) -> (Answer, bool) {
+pub async fn run_line(line: &str, ctx: &Ctx) -> (Answer, bool) {
     let Some(parsed) = holdline_console::command::parse_line(line) else {
         return (Answer::error("empty command; try `help`"), false);
     };
@@ -440,15 +448,28 @@ pub async fn run_line(
             | Command::StoreQuarantine
             | Command::ShowLog { .. }
     );
-    let answer = if needs_store {
-        let store = store.clone();
+    let answer = if cmd == Command::UpdateStatus {
+        let (update, board) = (ctx.update.clone(), ctx.board.clone());
+        let res =
+            tokio::task::spawn_blocking(move || crate::update_cmd::status(&update, &board)).await;
+        match res {
+            Ok(Ok(st)) => Answer::ok(vec![Block::Lines {
+                name: "update",
+                lines: st.render_text().lines().map(str::to_string).collect(),
+            }]),
+            Ok(Err(e)) => Answer::error(format!("update status: {e}")),
+            Err(_) => Answer::error("internal error running the command"),
+        }
+    } else if needs_store {
+        let store = ctx.store.clone();
         match tokio::task::spawn_blocking(move || answer_from_store(&cmd, &store)).await {
             Ok(a) => a,
             Err(_) => Answer::error("internal error running the command"),
         }
     } else {
         let (tx, rx) = oneshot::channel();
-        if to_loop
+        if ctx
+            .to_loop
             .send(ConsoleRequest {
                 command: cmd,
                 reply: tx,
@@ -485,10 +506,8 @@ pub fn remove_stale(path: &Path) {
 /// The serial console's bridge into the same command set (the board's
 /// `hw` module drives the terminal; this runs the lines).
 pub struct SerialExec {
-    /// To the daemon's loop.
-    pub to_loop: mpsc::Sender<ConsoleRequest>,
-    /// The store, for store commands.
-    pub store: Store,
+    /// Console context.
+    pub ctx: Ctx,
     /// Site name for the prompt.
     pub site: String,
     /// The cloud state the loop publishes.
@@ -500,11 +519,10 @@ impl holdline_console::serial::Exec for SerialExec {
         &mut self,
         line: &str,
     ) -> impl std::future::Future<Output = holdline_console::serial::Reply> + Send {
-        let to_loop = self.to_loop.clone();
-        let store = self.store.clone();
+        let ctx = self.ctx.clone();
         let line = line.to_string();
         async move {
-            let (answer, json) = run_line(&line, &to_loop, &store).await;
+            let (answer, json) = run_line(&line, &ctx).await;
             holdline_console::serial::Reply {
                 text: answer.render(json),
                 ok: answer.ok,

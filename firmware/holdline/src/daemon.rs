@@ -297,9 +297,14 @@ pub async fn run(cfg: Config) -> Exit {
         serial.idle_timeout = Duration::from_secs(cfg.console.idle_timeout_s.max(10));
         hw_cfg.serial = Some(serial);
     }
-    let exec = console_srv::SerialExec {
-        to_loop: con_tx.clone(),
+    let ctx = console_srv::Ctx {
+        to_loop: con_tx,
         store: store.clone(),
+        update: cfg.update.clone(),
+        board: cfg.board.profile.clone(),
+    };
+    let exec = console_srv::SerialExec {
+        ctx: ctx.clone(),
         site: cfg.cloud.domain.clone(),
         cloud: cloud_rx,
     };
@@ -317,7 +322,7 @@ pub async fn run(cfg: Config) -> Exit {
     let uplink_task = hw.health().register(tasks::UPLINK, UPLINK_DEADLINE, now);
     let mut factory_reset = hw.factory_reset_requests();
 
-    let console_task = tokio::spawn(console_srv::serve(listener, con_tx, store.clone()));
+    let console_task = tokio::spawn(console_srv::serve(listener, ctx));
 
     // State snapshot for the management API and the update agent.
     let shared: appstate::Shared = Default::default();
