@@ -97,7 +97,7 @@ pub trait Exec: Send {
     /// The prompt's contents, asked before every prompt.
     fn prompt(&mut self) -> PromptInfo;
     /// Called at least every [`SerialConfig::heartbeat`] while the console
-    /// waits (the console's health check-in).
+    /// waits, and on every read (the console's health check-in).
     fn heartbeat(&mut self) {}
 }
 
@@ -155,7 +155,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Term<IO> {
             let mut buf = [0u8; 256];
             match tokio::time::timeout(wait, self.io.read(&mut buf)).await {
                 Ok(Ok(0)) => return Ok(Input::Closed),
-                Ok(Ok(n)) => self.pending.extend(&buf[..n]),
+                Ok(Ok(n)) => {
+                    // Busy lines (or line noise on a floating RX pin) must
+                    // not look like a hung console.
+                    exec.heartbeat();
+                    self.pending.extend(&buf[..n]);
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_elapsed) => exec.heartbeat(),
             }
@@ -180,7 +185,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Term<IO> {
             let mut buf = [0u8; 256];
             match tokio::time::timeout(wait, self.io.read(&mut buf)).await {
                 Ok(Ok(0)) => return Ok(false),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => exec.heartbeat(),
                 Ok(Err(e)) => return Err(e),
                 Err(_elapsed) => exec.heartbeat(),
             }

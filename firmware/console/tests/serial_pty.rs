@@ -294,3 +294,29 @@ async fn console_ends_when_the_stream_closes() {
     drop(client);
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_noise_keeps_the_console_checking_in() {
+    // Garbage arriving faster than the heartbeat period (a floating RX pin)
+    // must not make the console look hung to the health supervisor.
+    let (mut client, server) = tokio::io::duplex(4096);
+    let exec = FakeDaemon::default();
+    let beats = Arc::clone(&exec.beats);
+    let mut cfg = SerialConfig::new(Login::Password(hash()));
+    cfg.heartbeat = Duration::from_secs(3600);
+    let mut served_exec = exec.clone();
+    let task = tokio::spawn(async move { serve(server, &cfg, &mut served_exec).await });
+    let drain = tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        for _ in 0..50 {
+            client.write_all(&[0xff, b'x', 0x1b, 0x07]).await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_millis(10), client.read(&mut buf)).await;
+        }
+        client
+    });
+    let client = drain.await.unwrap();
+    assert!(beats.load(Ordering::Relaxed) > 0, "no check-in under noise");
+    assert!(exec.ran.lock().unwrap().is_empty());
+    drop(client);
+    task.await.unwrap().unwrap();
+}
