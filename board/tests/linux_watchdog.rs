@@ -147,6 +147,12 @@ fn softdog() -> Result<std::path::PathBuf, String> {
             loaded.trim()
         ));
     }
+    if let Ok(out) = Command::new("zcat").arg("/proc/config.gz").output() {
+        let config = String::from_utf8_lossy(&out.stdout);
+        if config.contains("# CONFIG_SOFT_WATCHDOG is not set") {
+            return Err("this kernel is built without softdog (CONFIG_SOFT_WATCHDOG)".into());
+        }
+    }
     let out = Command::new("modprobe")
         .args(["softdog", "soft_noboot=1"])
         .output()
