@@ -482,6 +482,11 @@ impl UplinkMonitor {
             Uplink::Up { .. } => self.config.probe_interval_up,
             Uplink::Suspect { .. } => self.config.probe_interval_suspect,
             Uplink::Down { .. } => self.config.probe_interval_down,
+            // A failure during the hold-down is probed as fast as in Suspect,
+            // so that a cloud that dies again is Down as quickly as the first time.
+            Uplink::Recovering { failures, .. } if failures > 0 => {
+                self.config.probe_interval_suspect
+            }
             Uplink::Recovering { .. } => self.config.probe_interval_recovering,
         }
     }
@@ -707,6 +712,7 @@ impl UplinkMonitor {
                         successes,
                         failures,
                     };
+                    self.next_probe_at = self.next_probe_at.min(now);
                 }
             }
         }
@@ -1085,6 +1091,24 @@ mod tests {
             same += 1;
         }
         assert!(same > 0);
+    }
+
+    #[test]
+    fn a_cloud_that_dies_again_during_the_hold_down_is_down_as_fast() {
+        for offset in (0..1000).step_by(37) {
+            let mut m = UplinkMonitor::new(UplinkConfig::default(), Millis(0));
+            let mut w = Wire::new(40);
+            w.silent_from = Some(5_000);
+            w.silent_until = Some(20_000);
+            run(&mut m, &mut w, 0, 23_000 + offset);
+            assert_eq!(m.state().kind(), UplinkKind::Recovering);
+            let again = 23_000 + offset;
+            w.silent_from = Some(again);
+            w.silent_until = None;
+            let ev = run(&mut m, &mut w, again, again + 5_000);
+            let down = down_at(&ev).expect("down again");
+            assert!(down - again <= 1500, "offset {offset}: {} ms", down - again);
+        }
     }
 
     #[test]

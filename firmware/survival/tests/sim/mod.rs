@@ -43,6 +43,18 @@ const TIMER_F_MS: u64 = 32_000;
 const PUSH_TIMEOUT_MS: u64 = 4_000;
 const UNTRUSTED_WINDOW_MS: u64 = 150_000;
 
+/// The network between the site and the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// About 2% loss, never two losses within 3 s: a single loss must never
+    /// make the uplink Down.
+    Isolated,
+    /// 3% independent loss plus three short partitions (0.3–1.2 s) in the calm
+    /// between outages: Downs outside the outages are allowed (counted) but
+    /// every other invariant holds.
+    Bursty,
+}
+
 /// What one seed produced.
 #[derive(Debug, Clone, Default)]
 pub struct SeedReport {
@@ -64,6 +76,10 @@ pub struct SeedReport {
     pub notifies: u64,
     /// Trusted mode?
     pub trusted: bool,
+    /// Downs outside the cloud's outages (bursty network only).
+    pub other_downs: u64,
+    /// Of those, Downs with no partition in the 1.5 s before: loss alone.
+    pub loss_downs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +223,8 @@ struct Sim {
     cloud: Cloud,
     silences: Vec<(u64, u64)>,
     silence_active: Option<usize>,
+    partitions: Vec<(u64, u64)>,
+    bursty: bool,
     // phones
     phones: Vec<Phone>,
     numbers: Vec<String>,
@@ -246,7 +264,12 @@ struct Sim {
 
 /// Runs one seed; `Err` names the first invariant violated.
 pub fn run_seed(seed: u64) -> Result<SeedReport, String> {
-    let mut sim = Sim::new(seed);
+    run_seed_on(seed, Network::Isolated)
+}
+
+/// Runs one seed on the given network.
+pub fn run_seed_on(seed: u64, net: Network) -> Result<SeedReport, String> {
+    let mut sim = Sim::new(seed, net);
     sim.run()
         .map_err(|e| format!("seed {seed}: at t={} ms: {e}", sim.now))?;
     Ok(sim.report)
@@ -261,7 +284,7 @@ fn view(uplink: &UplinkMonitor, resyncing: bool) -> UplinkView {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Sim {
+    fn new(seed: u64, net: Network) -> Sim {
         let mut rng = Rng::seeded(seed ^ 0x005E_ED0F_4011_D1E5);
         let cfg = UplinkConfig::default();
         let flap_window_ms = holdline_survival::time::ms(cfg.flap_window);
@@ -305,6 +328,8 @@ impl Sim {
             },
             silences: vec![(fail1, fail1 + d1), (fail2, fail2 + d2)],
             silence_active: None,
+            partitions: Vec::new(),
+            bursty: net == Network::Bursty,
             phones,
             numbers,
             dialogs: BTreeMap::new(),
@@ -395,6 +420,15 @@ impl Sim {
             let t = sim.rng.range_inclusive(10_000, end - 60_000);
             sim.at(t, Ev::PhoneRestart(p));
         }
+        if sim.bursty {
+            for _ in 0..3 {
+                let s = sim
+                    .rng
+                    .range_inclusive(fail1 + d1 + 30_000, fail2.saturating_sub(30_000));
+                let len = sim.rng.range_inclusive(300, 1_200);
+                sim.partitions.push((s, s + len));
+            }
+        }
         sim.at(PING_EVERY_MS, Ev::PingTick);
         sim
     }
@@ -422,8 +456,11 @@ impl Sim {
         t
     }
 
-    /// Isolated loss: about 2% of packets, never two within 3 s.
+    /// Isolated loss: about 2% of packets, never two within 3 s (bursty: 3%).
     fn lost(&mut self) -> bool {
+        if self.bursty {
+            return self.rng.chance(3, 100);
+        }
         if self.now < self.last_loss + 3_000 && self.last_loss != 0 {
             return false;
         }
@@ -435,8 +472,12 @@ impl Sim {
         }
     }
 
+    /// Nothing from the cloud arrives, nothing reaches it: an outage or a partition.
     fn cloud_silent_at(&self, t: u64) -> bool {
-        self.silences.iter().any(|(s, e)| t >= *s && t < *e)
+        self.silences
+            .iter()
+            .chain(self.partitions.iter())
+            .any(|(s, e)| t >= *s && t < *e)
     }
 
     fn resyncing(&self) -> bool {
@@ -529,11 +570,26 @@ impl Sim {
             match ev {
                 UplinkEvent::Transition { at, to, .. } => match to {
                     UplinkKind::Down => {
-                        let Some(k) = self.silence_active else {
-                            return Err("false Down: the cloud was answering".into());
-                        };
-                        if self.report.detections_ms.len() == k {
-                            self.report.detections_ms.push(at.0 - self.silences[k].0);
+                        match self.silence_active {
+                            Some(k) => {
+                                if self.report.detections_ms.len() == k {
+                                    self.report.detections_ms.push(at.0 - self.silences[k].0);
+                                }
+                            }
+                            None if self.bursty => {
+                                self.report.other_downs += 1;
+                                let from = at.0.saturating_sub(DETECT_LIMIT_MS);
+                                if !self
+                                    .partitions
+                                    .iter()
+                                    .any(|(s, e)| *s <= at.0 && *e >= from)
+                                {
+                                    self.report.loss_downs += 1;
+                                }
+                            }
+                            None => {
+                                return Err("false Down: the cloud was answering".into());
+                            }
                         }
                         if self.outage_since.is_none() {
                             self.outage_since = Some(at.0);
@@ -630,6 +686,8 @@ impl Sim {
         self.resync_cap = usize::try_from((self.resync_rate / divisor.max(1)).max(1)).unwrap_or(1);
         self.resync_no += 1;
         self.report.resyncs.push((at, divisor, None));
+        // The evening lasts until this resync could have finished.
+        self.end = self.end.max(at + UNTRUSTED_WINDOW_MS + 30_000);
         if !self.trusted {
             self.at(
                 at + UNTRUSTED_WINDOW_MS,
@@ -754,7 +812,7 @@ impl Sim {
             Ev::CallResponse(c, status) => self.call_response(c, status)?,
             Ev::PhoneRegister(p) => self.phone_register(p)?,
             Ev::RegAtCloud(p) => {
-                if !self.cloud.silent {
+                if !self.cloud_silent_at(self.now) {
                     self.cloud.location.insert(p);
                     let d = self.delay();
                     self.at(self.now + d, Ev::RegResponse(p));
@@ -805,7 +863,7 @@ impl Sim {
                 }
             }
             Ev::PushAtCloud(p) => {
-                if !self.cloud.silent {
+                if !self.cloud_silent_at(self.now) {
                     self.cloud.location.insert(p);
                     if !self.lost() {
                         let d = self.delay();
@@ -1110,7 +1168,7 @@ impl Sim {
     }
 
     fn call_at_cloud(&mut self, idx: usize) {
-        if self.cloud.silent {
+        if self.cloud_silent_at(self.now) {
             return;
         }
         let status = match self.calls[idx].to {
@@ -1310,7 +1368,7 @@ impl Sim {
         };
         let expires = Millis(self.now + 3_600_000);
         if self.uplink.cloud_usable() {
-            if self.cloud.silent {
+            if self.cloud_silent_at(self.now) {
                 // No answer: the phone tries again later.
                 self.at(self.now + 5_000, Ev::PhoneSubscribe(p, pkg));
                 return;
