@@ -343,6 +343,28 @@ mod tests {
     }
 
     #[test]
+    fn readers_never_panic_on_random_input() {
+        let mut rng = crate::rng::Rng::seeded(77);
+        let alphabet: Vec<char> =
+            "<>/=\"' &;:#xX09dialog-info version state full\r\n\u{0}\u{feff}é"
+                .chars()
+                .collect();
+        for _ in 0..3_000 {
+            let len = usize::try_from(rng.range_inclusive(0, 120)).unwrap();
+            let s: String = (0..len)
+                .map(|_| {
+                    alphabet[usize::try_from(rng.range_inclusive(0, alphabet.len() as u64 - 1))
+                        .unwrap()]
+                })
+                .collect();
+            let _ = read_dialog_info_head(&s);
+            let _ = read_dialog_info_head(&format!("<dialog-info version=\"{s}\">"));
+            let _ = MessageSummary::parse(&s);
+            let _ = MessageSummary::parse(&format!("Messages-Waiting: yes\r\n{s}"));
+        }
+    }
+
+    #[test]
     fn message_summary_parse_and_build() {
         let cloud = "Messages-Waiting: yes\r\nMessage-Account: sip:*97@cloud.test\r\nVoice-Message: 2/8 (0/2)\r\nFax-Message: 1/0\r\nbogus line\r\n";
         let m = MessageSummary::parse(cloud).unwrap();
