@@ -184,7 +184,7 @@ async fn lock_out_after_repeated_failures() {
     let mut cfg = config();
     cfg.lockout = LockoutPolicy {
         max_failures: 2,
-        lockout: Duration::from_secs(3),
+        lockout: Duration::from_secs(5),
     };
     let mut rig = Rig::start(cfg).await;
     rig.expect("Password: ").await;
@@ -192,7 +192,7 @@ async fn lock_out_after_repeated_failures() {
     rig.expect("Login incorrect (1 tries left)").await;
     rig.expect("Password: ").await;
     rig.send(b"still-nope\r").await;
-    rig.expect("Too many failures: locked for 3s").await;
+    rig.expect("Too many failures: locked for 5s").await;
     rig.expect("try again in ").await;
     // The right password typed while locked is thrown away, not tried.
     rig.send(format!("{PASSWORD}\r").as_bytes()).await;

@@ -695,7 +695,7 @@ mod tests {
             .find(|(n, _)| *n == "sim")
             .unwrap()
             .1
-            .replace("timeout_secs = 10", "timeout_secs = 1")
+            .replace("timeout_secs = 10", "timeout_secs = 3")
             .replace("kind = \"pty\"\nlink = \"console.pty\"", "kind = \"none\"");
         std::fs::write(&profile, text).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -705,7 +705,7 @@ mod tests {
         let hw = start(cfg.clone(), Canned).await.unwrap();
         let sip = hw
             .health()
-            .register(tasks::SIP, Duration::from_millis(300), Instant::now());
+            .register(tasks::SIP, Duration::from_secs(2), Instant::now());
         // Healthy for a while: fed, not fired.
         for _ in 0..10 {
             sip.check_in(Instant::now());
@@ -759,7 +759,7 @@ mod tests {
             .find(|(n, _)| *n == "sim")
             .unwrap()
             .1
-            .replace("long_press_secs = 10", "long_press_secs = 1")
+            .replace("long_press_secs = 10", "long_press_secs = 3")
             .replace("kind = \"pty\"\nlink = \"console.pty\"", "kind = \"none\"");
         std::fs::write(&profile, text).unwrap();
         let mut hw = start(HwConfig::new(profile.to_str().unwrap(), &dir), Canned)
