@@ -300,6 +300,60 @@ mod tests {
         assert!(pins.status.level());
     }
 
+    /// The Linux back-ends report missing devices as `NotFound`, each
+    /// through its own path (GPIO character device, input device), and an
+    /// `external` watchdog is left alone.
+    #[test]
+    fn linux_pins_report_missing_devices_by_kind() {
+        let base = Profile::load("sim").unwrap();
+        let dir = std::env::temp_dir();
+        let open = |profile: Profile| {
+            Board::open(
+                profile,
+                OpenOptions {
+                    state_dir: dir.clone(),
+                    sim_expiry: Expiry::ExitProcess,
+                },
+            )
+        };
+        let mut gpio = base.clone();
+        gpio.leds.fault = Some(PinConfig::Gpio {
+            chip: "/dev/gpiochip-none".into(),
+            line: 22,
+            active_low: false,
+        });
+        let err = open(gpio).err().unwrap();
+        let expected = if cfg!(feature = "gpio-cdev") {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Unsupported
+        };
+        assert_eq!(err.kind(), expected, "{err}");
+
+        let mut evdev = base.clone();
+        evdev.button = Some(profile::ButtonConfig {
+            pin: PinConfig::Evdev {
+                device: "/dev/input/by-path/none-event".into(),
+                code: 408,
+            },
+            long_press_secs: 10,
+        });
+        assert_eq!(open(evdev).err().unwrap().kind(), ErrorKind::NotFound);
+
+        let mut wrong = base.clone();
+        wrong.leds.cloud = PinConfig::Evdev {
+            device: "/dev/null".into(),
+            code: 1,
+        };
+        assert_eq!(open(wrong).err().unwrap().kind(), ErrorKind::InvalidProfile);
+
+        let mut external = base;
+        external.watchdog = WatchdogConfig::External;
+        let board = open(external).unwrap();
+        assert!(board.watchdog.is_none());
+        assert_eq!(board.profile.watchdog_timeout(), None);
+    }
+
     #[test]
     fn real_boards_fail_cleanly_without_their_hardware() {
         // This machine has no APU2 LEDs: a NotFound, not a panic.
