@@ -61,6 +61,7 @@ fn main() {
     let mut first_resync = Vec::new();
     let mut second_resync = Vec::new();
     let (mut calls, mut failed, mut local, mut rescued, mut pushes) = (0, 0, 0, 0, 0);
+    let (mut gone, mut no_backup) = (0, 0);
     let mut failing = Vec::new();
     for seed in 0..n {
         match sim::run_seed(seed) {
@@ -68,6 +69,8 @@ fn main() {
                 detections.extend(r.detections_ms.iter().copied());
                 calls += r.calls;
                 failed += r.calls_failed;
+                gone += r.failed_callee_gone;
+                no_backup += r.failed_no_backup;
                 local += r.calls_local;
                 rescued += r.calls_fail_fast;
                 pushes += r.pushes;
@@ -98,12 +101,29 @@ fn main() {
         detections.last().copied().unwrap_or(0)
     );
     println!(
-        "calls: {calls} attempted, {failed} failed (none had a local route), {local} routed locally, {rescued} fail-fast expiries"
+        "calls: {calls} attempted, {local} completed over a local route, {rescued} fail-fast expiries; {failed} failed, none with a local route ({gone} to an unplugged/absent phone, {no_backup} external/emergency with the cloud gone and no backup configured)"
     );
     println!(
         "trusted resync of the simulated site (7-8 phones, resync_rate 2..10/s): first median {} ms, second (after a flap, half rate) median {} ms; {pushes} re-REGISTERs in all",
         pct(&first_resync, 50),
         pct(&second_resync, 50)
+    );
+    let m = (n / 3).max(1);
+    let (mut other, mut loss_only, mut bursty_fail) = (0, 0, 0);
+    for seed in 0..m {
+        match sim::run_seed_on(seed, sim::Network::Bursty) {
+            Ok(r) => {
+                other += r.other_downs;
+                loss_only += r.loss_downs;
+            }
+            Err(e) => {
+                println!("FAILED (bursty) {e}");
+                bursty_fail += 1;
+            }
+        }
+    }
+    println!(
+        "bursty network (3% independent loss, 3 partitions of 0.3-1.2 s per evening), {m} seeds: {other} Downs outside the outages, {loss_only} of them from loss alone; {bursty_fail} failing seeds"
     );
     for divisor in [1, 2] {
         let mut t: Vec<u64> = (0..20).map(|s| resync_500(divisor, s)).collect();

@@ -134,6 +134,12 @@ impl RoutePolicy {
     }
 
     /// The fail-fast interval expired for an INVITE to `callee`.
+    ///
+    /// Cancels and reroutes only when a local route exists: with nowhere
+    /// else to go (no site phone, no backup route) the call stays with the
+    /// cloud, which may still answer (a lost provisional, a slow cloud), and
+    /// ends by the cloud's answer or Timer B. Emergency calls go to the
+    /// backup route when there is one, never to a site phone.
     pub fn after_fail_fast(&self, callee: &str, dir: &dyn SiteDirectory) -> FailFastDecision {
         if self.is_emergency(callee) {
             return if self.has_backup {
@@ -142,7 +148,10 @@ impl RoutePolicy {
                 FailFastDecision::KeepWaiting
             };
         }
-        FailFastDecision::CancelAndRoute(self.local(callee, dir))
+        match self.local(callee, dir) {
+            Route::Reject503 { .. } => FailFastDecision::KeepWaiting,
+            route => FailFastDecision::CancelAndRoute(route),
+        }
     }
 
     /// The cloud answered a call with a final failure. A 404/480 for a callee
@@ -301,6 +310,15 @@ mod tests {
         assert_eq!(
             no_backup.after_fail_fast("202", &dir),
             FailFastDecision::CancelAndRoute(Route::SitePhone)
+        );
+        assert_eq!(
+            no_backup.after_fail_fast("5551234", &dir),
+            FailFastDecision::KeepWaiting,
+            "no local route: do not turn a slow call into a failed one"
+        );
+        assert_eq!(
+            backup.after_fail_fast("5551234", &dir),
+            FailFastDecision::CancelAndRoute(Route::Backup)
         );
         assert!(no_backup.has_local_route("202", &dir));
         assert!(!no_backup.has_local_route("999", &dir));

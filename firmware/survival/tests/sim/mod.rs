@@ -64,6 +64,10 @@ pub struct SeedReport {
     pub calls: u64,
     /// Calls that failed (all had no local route).
     pub calls_failed: u64,
+    /// Of those: callee unplugged, not yet on site, or never registered.
+    pub failed_callee_gone: u64,
+    /// Of those: external or emergency number with the cloud gone and no backup route.
+    pub failed_no_backup: u64,
     /// Calls completed over a local route (site phone or backup).
     pub calls_local: u64,
     /// Calls rescued by fail-fast.
@@ -139,6 +143,7 @@ enum Ev {
     NotifyRetry(u64),
     RelayDone(u64),
     LocalCallEnds(usize),
+    TimerB(usize),
     PingTick,
     UntrustedDeadline(usize),
 }
@@ -981,6 +986,7 @@ impl Sim {
                     Some(FollowUp::None) | None => {}
                 }
             }
+            Ev::TimerB(idx) => self.finish(idx, false)?,
             Ev::LocalCallEnds(idx) => self.local_call_state(idx, DialogState::Terminated)?,
             Ev::RelayDone(d) => {
                 let f = self.subs.get_mut(&d).map(|s| s.relay_done());
@@ -1157,6 +1163,10 @@ impl Sim {
         };
         if !ok {
             self.report.calls_failed += 1;
+            match call.to {
+                Callee::Site(_) => self.report.failed_callee_gone += 1,
+                Callee::External | Callee::Emergency => self.report.failed_no_backup += 1,
+            }
             if call.had_local_route {
                 return Err(format!(
                     "call {idx} from phone {} to {:?} failed although it had a local route",
@@ -1260,6 +1270,8 @@ impl Sim {
             FailFastDecision::CancelAndRoute(route) => self.route_locally(idx, route),
             FailFastDecision::KeepWaiting => {
                 self.calls[idx].keep_waiting = true;
+                let b = self.calls[idx].sent_at + TIMER_F_MS;
+                self.at(b, Ev::TimerB(idx));
                 Ok(())
             }
         }
