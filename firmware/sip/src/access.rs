@@ -187,13 +187,16 @@ impl RateLimiter {
         self.buckets
             .retain(|_, b| now.saturating_duration_since(b.last) < refill);
         if self.buckets.len() == before {
-            if let Some(oldest) = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, b)| b.last)
-                .map(|(ip, _)| *ip)
-            {
-                self.buckets.remove(&oldest);
+            // Nothing idle: forget the least recently seen eighth at once so
+            // that a flood of new sources costs O(1) amortized per packet.
+            let mut ages: Vec<(Instant, IpAddr)> =
+                self.buckets.iter().map(|(ip, b)| (b.last, *ip)).collect();
+            let k = (ages.len() / 8).max(1);
+            if k < ages.len() {
+                ages.select_nth_unstable(k - 1);
+            }
+            for (_, ip) in ages.iter().take(k) {
+                self.buckets.remove(ip);
             }
         }
     }

@@ -294,27 +294,28 @@ impl Message {
                 }
             }
         }
-        if self.first_value(HeaderName::Contact).is_some() || self.has(HeaderName::Contact) {
-            for v in self.values(HeaderName::Contact) {
-                let v = v.ok_or(ParseError::BadHeader("Contact"))?;
-                for item in list_items(v) {
-                    if item != "*" {
-                        NameAddr::parse(item).ok_or(ParseError::BadHeader("Contact"))?;
-                    }
+        // Contact: `*` alone, or addresses with a numeric `expires` if any.
+        let (mut star, mut addrs) = (false, false);
+        for v in self.values(HeaderName::Contact) {
+            let v = v.ok_or(ParseError::BadHeader("Contact"))?;
+            for item in list_items(v) {
+                if item == "*" {
+                    star = true;
+                    continue;
+                }
+                addrs = true;
+                let na = NameAddr::parse(item).ok_or(ParseError::BadHeader("Contact"))?;
+                if na
+                    .params
+                    .get("expires")
+                    .is_some_and(|e| e.is_none() || na.expires().is_none())
+                {
+                    return Err(ParseError::BadHeader("Contact"));
                 }
             }
-            let c = self.contacts().ok_or(ParseError::BadHeader("Contact"))?;
-            if let Contacts::List(list) = &c {
-                for na in list {
-                    if na
-                        .params
-                        .get("expires")
-                        .is_some_and(|e| e.is_none() || na.expires().is_none())
-                    {
-                        return Err(ParseError::BadHeader("Contact"));
-                    }
-                }
-            }
+        }
+        if star && addrs {
+            return Err(ParseError::BadHeader("Contact"));
         }
         Ok(())
     }
