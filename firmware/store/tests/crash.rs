@@ -2,7 +2,8 @@
 //!
 //! The test binary re-executes itself as a child (env `HOLDLINE_STORE_CRASH_CHILD`) that
 //! writes bindings from several threads through the group commit and prints `ack N` on
-//! stdout once commit N is acknowledged durable. The parent SIGKILLs the child at random
+//! stdout once commit N is acknowledged durable, while a purge runs in a loop beside them
+//! (deleting expired rows in small batches). The parent SIGKILLs the child at random
 //! moments, reopens the store, and checks that every acknowledged binding is there and that
 //! the store was not set aside. At least 30 kills, bounded in time.
 
@@ -76,8 +77,13 @@ fn child(db: &str) {
             std::thread::spawn(move || {
                 for k in 0.. {
                     let i = base + t + 4 * k;
+                    // Each commit also carries an already-expired binding, so that the purge
+                    // running alongside always has deletes to make when the kill lands.
                     store
-                        .commit_blocking(vec![Write::UpsertBinding(binding(i, NOW + 3600))])
+                        .commit_blocking(vec![
+                            Write::UpsertBinding(binding(i, NOW + 3600)),
+                            Write::UpsertBinding(binding(i + 500_000, NOW - 1)),
+                        ])
                         .unwrap();
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ack {i}").unwrap();
@@ -86,9 +92,16 @@ fn child(db: &str) {
             })
         })
         .collect();
+    let purger = {
+        let store = store.clone();
+        std::thread::spawn(move || loop {
+            store.purge_expired(NOW, 16).unwrap();
+        })
+    };
     for t in threads {
         let _ = t.join();
     }
+    let _ = purger.join();
 }
 
 /// Kills the child on drop (also when an assertion fails).
@@ -174,7 +187,12 @@ fn sigkill_at_random_moments_loses_no_acknowledged_binding() {
         );
         let loaded = store.load_bindings().unwrap();
         assert_eq!(loaded.quarantined, 0, "kill {kill}: no torn record");
-        let present: HashSet<String> = loaded.items.iter().map(|b| b.aor.clone()).collect();
+        let present: HashSet<String> = loaded
+            .items
+            .iter()
+            .filter(|b| b.expires_at > NOW)
+            .map(|b| b.aor.clone())
+            .collect();
         for i in &acked {
             assert!(
                 present.contains(&binding(*i, 0).aor),
