@@ -349,8 +349,19 @@ pub struct UplinkMonitor {
 
 impl UplinkMonitor {
     /// A monitor that starts Up (the cloud is presumed to answer at boot; if it
-    /// does not, the usual detection applies) and probes at once.
+    /// does not, the usual detection applies) and probes at once. Intervals
+    /// and the probe timeout are clamped to at least 10 ms (a zero interval
+    /// would ask for probes forever at the same instant).
     pub fn new(config: UplinkConfig, now: Millis) -> UplinkMonitor {
+        let floor = Duration::from_millis(10);
+        let config = UplinkConfig {
+            probe_interval_up: config.probe_interval_up.max(floor),
+            probe_interval_suspect: config.probe_interval_suspect.max(floor),
+            probe_interval_down: config.probe_interval_down.max(floor),
+            probe_interval_recovering: config.probe_interval_recovering.max(floor),
+            probe_timeout: config.probe_timeout.max(floor),
+            ..config
+        };
         UplinkMonitor {
             config,
             state: Uplink::Up { since: now },
@@ -1109,6 +1120,22 @@ mod tests {
             let down = down_at(&ev).expect("down again");
             assert!(down - again <= 1500, "offset {offset}: {} ms", down - again);
         }
+    }
+
+    #[test]
+    fn zero_intervals_are_clamped() {
+        let cfg = UplinkConfig {
+            probe_interval_up: Duration::ZERO,
+            probe_interval_suspect: Duration::ZERO,
+            probe_interval_down: Duration::ZERO,
+            probe_interval_recovering: Duration::ZERO,
+            probe_timeout: Duration::ZERO,
+            ..UplinkConfig::default()
+        };
+        let mut m = UplinkMonitor::new(cfg, Millis(0));
+        assert!(m.poll_probe(Millis(0)).is_some());
+        assert!(m.poll_probe(Millis(0)).is_none(), "one probe per instant");
+        assert_eq!(m.config().probe_timeout, Duration::from_millis(10));
     }
 
     #[test]
