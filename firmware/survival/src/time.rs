@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::ops::{Add, Sub};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A point in time, in milliseconds since an epoch chosen by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15,6 +15,17 @@ pub struct Millis(pub u64);
 impl Millis {
     /// The epoch.
     pub const ZERO: Millis = Millis(0);
+
+    /// For a driver on `std::time::Instant`: `now` as milliseconds since the
+    /// driver's `epoch` (an `Instant` taken once at start). Reads no clock.
+    pub fn from_instant(epoch: Instant, now: Instant) -> Millis {
+        Millis(ms(now.saturating_duration_since(epoch)))
+    }
+
+    /// Back to an `Instant` (to arm the driver's timer for a `poll_timeout`).
+    pub fn to_instant(self, epoch: Instant) -> Instant {
+        epoch + Duration::from_millis(self.0)
+    }
 
     /// Milliseconds since the epoch.
     pub fn as_u64(self) -> u64 {
@@ -69,5 +80,10 @@ mod tests {
         assert_eq!(Millis(1000).secs_until_ceil(Millis(2001)), 2);
         assert_eq!(Millis(3000).secs_until_ceil(Millis(2001)), 0);
         assert_eq!(Millis(61_250).to_string(), "61.250s");
+        let epoch = Instant::now();
+        let later = epoch + Duration::from_millis(1_234);
+        assert_eq!(Millis::from_instant(epoch, later), Millis(1_234));
+        assert_eq!(Millis::from_instant(later, epoch), Millis(0));
+        assert_eq!(Millis(1_234).to_instant(epoch), later);
     }
 }
