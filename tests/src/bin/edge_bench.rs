@@ -278,8 +278,13 @@ fn start_edge(
 ) -> Result<Edge, RigError> {
     match kind {
         EdgeKind::Kamailio => {
-            // Kamailio's stock memory sizes (64 MB shared, 8 MB per process).
-            let opts = KamailioOpts::default();
+            // 256 MB shared memory: with the stock 64 MB, t_newtran runs out
+            // of shm at 1500 registrations/s (transactions linger for the
+            // wait timer). RSS counts only the pages it touches.
+            let opts = KamailioOpts {
+                shm_mb: 256,
+                ..KamailioOpts::default()
+            };
             Ok(Edge::Kamailio(Kamailio::start_edge(
                 block.edge(),
                 cloud.addr(),
