@@ -527,10 +527,15 @@ impl Store {
         let mut by_key: HashMap<String, usize> = HashMap::new();
         let mut bad = Vec::new();
         let mut scan = Scan::new();
-        {
-            let conn = self.reader();
-            while !scan.done {
-                for (id, vals) in scan.next(&conn, T::TABLE, T::COLS, self.inner.opts.load_chunk) {
+        while !scan.done {
+            // The read lock is taken per chunk, so console reads are not held up by a
+            // long load.
+            let rows = {
+                let conn = self.reader();
+                scan.next(&conn, T::TABLE, T::COLS, self.inner.opts.load_chunk)
+            };
+            {
+                for (id, vals) in rows {
                     let fp = fingerprint(&vals);
                     match T::decode(&vals) {
                         Err(reason) => bad.push(BadRow::of::<T>(id, &vals, reason)),
@@ -608,7 +613,7 @@ impl Store {
     /// The MWI state of one AoR, if any good one is stored.
     pub fn mwi(&self, aor: &str) -> Result<Option<Mwi>, StoreError> {
         let mut bad = Vec::new();
-        let mut best: Option<Mwi> = None;
+        let mut best: Option<(i64, u32, Mwi)> = None;
         {
             let conn = self.reader();
             let mut stmt = conn.prepare_cached(&format!(
@@ -624,8 +629,25 @@ impl Store {
                 }
                 match Mwi::decode(&vals) {
                     Ok(m) => {
-                        if best.as_ref().is_none_or(|b| m.at >= b.at) {
-                            best = Some(m);
+                        let fp = fingerprint(&vals);
+                        let dup = |(id, fp): (i64, u32)| BadRow {
+                            table: Mwi::TABLE,
+                            cols: Mwi::COLS,
+                            key_cols: Mwi::KEY_COLS,
+                            rowid: id,
+                            fingerprint: fp,
+                            reason: QuarantineReason::DuplicateKey,
+                        };
+                        match best.take() {
+                            Some((bid, bfp, b)) if b.at > m.at => {
+                                bad.push(dup((id, fp)));
+                                best = Some((bid, bfp, b));
+                            }
+                            Some((bid, bfp, _)) => {
+                                bad.push(dup((bid, bfp)));
+                                best = Some((id, fp, m));
+                            }
+                            None => best = Some((id, fp, m)),
                         }
                     }
                     Err(reason) => bad.push(BadRow::of::<Mwi>(id, &vals, reason)),
@@ -633,7 +655,7 @@ impl Store {
             }
         }
         self.quarantine_bad(bad);
-        Ok(best)
+        Ok(best.map(|(_, _, m)| m))
     }
 
     /// The newest `limit` good events, newest first; bad rows quarantined.

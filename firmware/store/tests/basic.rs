@@ -203,3 +203,36 @@ fn purge_trims_event_log_and_quarantine_to_their_caps() {
     assert_eq!(left[0].event.detail, "n19", "the newest are kept");
     assert_eq!(left[4].event.detail, "n15");
 }
+
+#[test]
+fn mwi_lookup_quarantines_a_duplicate_and_keeps_the_newest() {
+    let dir = TempDir::new("mwi-dup");
+    {
+        let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+        store
+            .commit_blocking(vec![Write::SetMwi {
+                aor: "sip:1001@cloud.test".into(),
+                body: "Messages-Waiting: yes\r\n".into(),
+                content_type: "application/simple-message-summary".into(),
+                at: NOW,
+            }])
+            .unwrap();
+    }
+    let ids = holdline_store::damage::damage_rows(
+        &dir.db(),
+        "mwi",
+        holdline_store::damage::RowDamage::Duplicate,
+        1,
+        1,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 1);
+    let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+    let m = store.mwi("sip:1001@cloud.test").unwrap().unwrap();
+    assert_eq!(m.body, "Messages-Waiting: yes\r\n");
+    let q = store.quarantine(10).unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].reason, "duplicate key");
+    assert_eq!(store.raw_count("mwi").unwrap(), 1);
+}
