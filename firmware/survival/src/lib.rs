@@ -22,6 +22,22 @@
 //! `handle_timeout(now)` on each piece, drain `poll_*` until `None`, and sleep
 //! until the earliest `poll_timeout()`.
 //!
+//! # Mapping onto `holdline-core` (as it stood when this crate was written)
+//! - `core::uplink::Probe` → [`uplink::UplinkMonitor`]: send an OPTIONS for
+//!   each `poll_probe` id; its answer → `ProbeResponse`; every other cloud
+//!   response → `CloudResponse { sent_at }`; Timer B/F and fail-fast expiries →
+//!   `TransactionTimeout { sent_at }`; send errors → `TransportError`.
+//!   Convert `Instant`s with [`Millis::from_instant`] / [`Millis::to_instant`].
+//! - `core::subs::Subscription` → [`subscription::Subscription::restored`]
+//!   (`DialogIds { call_id, notifier_tag, subscriber_tag: phone_tag }`,
+//!   `notify_cseq`, `last_version`); store `last_cseq()` / `last_version()` back
+//!   after every NOTIFY. `core::subs::dialog_info_version` →
+//!   [`bodies::read_dialog_info_head`].
+//! - `core::bindings::Binding` → [`registrar::Known`] for survival REGISTERs and
+//!   [`resync::BindingFacts`] at resync (integrity from the store's record
+//!   check, last refresh, last OPTIONS answer from the phone).
+//! - `core::calls` state changes of calls routed locally → [`blf::BlfBoard::update`].
+//!
 //! # Defaults and what they give
 //! Probes every 500 ms (timeout 300 ms), 150 ms while Suspect, Down after 3
 //! failures in a row: Down at most 1250 ms after the cloud goes silent, never
