@@ -119,6 +119,7 @@ impl Leg {
 #[derive(Debug, Clone)]
 pub struct ProxyIdentity {
     legs: Vec<Leg>,
+    aliases: Vec<(String, u16)>,
     secret: u64,
 }
 
@@ -174,7 +175,17 @@ impl ProxyIdentity {
     /// An identity with these legs; `secret` makes branches unguessable
     /// (pick it at random at start).
     pub fn new(legs: Vec<Leg>, secret: u64) -> ProxyIdentity {
-        ProxyIdentity { legs, secret }
+        ProxyIdentity {
+            legs,
+            aliases: Vec::new(),
+            secret,
+        }
+    }
+
+    /// Another name this proxy answers to in Via / Route (e.g. its host
+    /// name or a NAT-mapped public address), with its port.
+    pub fn add_alias(&mut self, host: &str, port: u16) {
+        self.aliases.push((host.to_owned(), port));
     }
 
     /// The legs.
@@ -184,9 +195,11 @@ impl ProxyIdentity {
 
     /// True when `host:port` names one of our legs.
     pub fn is_own(&self, host: &str, port: Option<u16>) -> bool {
-        self.legs
-            .iter()
-            .any(|l| host_eq(&l.host, host) && port.unwrap_or_else(|| l.default_port()) == l.port)
+        self.leg_of(host, port).is_some()
+            || self
+                .aliases
+                .iter()
+                .any(|(h, p)| host_eq(h, host) && port.unwrap_or(5060) == *p)
     }
 
     /// The leg `host:port` names, if any.

@@ -319,3 +319,17 @@ fn best_response_selection() {
     assert_eq!(ctx.offer(Some(&resp(200))), Selection::ForwardNow);
     assert!(ctx.is_complete());
 }
+
+#[test]
+fn alias_names_count_as_own() {
+    let mut p = proxy();
+    p.add_alias("sbc.site.example", 5060);
+    let text = INVITE.replace(
+        "CSeq: 1 INVITE",
+        "CSeq: 1 INVITE\nRoute: <sip:sbc.site.example;lr>, <sip:127.0.0.9;lr>",
+    );
+    let mut m = Message::parse(&crlf(&text)).unwrap();
+    let popped = p.preprocess(&mut m, phone(), &[]).unwrap();
+    assert_eq!(popped, ["<sip:sbc.site.example;lr>"]);
+    assert_eq!(m.routes().len(), 1);
+}
