@@ -156,9 +156,22 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
         }
     }
-    copy_store(&cli.input, &cli.output)
-        .map_err(|e| format!("copying {}: {e}", cli.input.display()))?;
-    println!("copied {} -> {}", cli.input.display(), cli.output.display());
+    match copy_store(&cli.input, &cli.output) {
+        Ok(()) => println!("copied {} -> {}", cli.input.display(), cli.output.display()),
+        // An input SQLite cannot read (already damaged) can still get file damage: copy
+        // its bytes as they are.
+        Err(e) if cli.damage.is_empty() && cli.input.is_file() => {
+            let _ = std::fs::remove_file(&cli.output);
+            std::fs::copy(&cli.input, &cli.output)
+                .map_err(|e| format!("copying {}: {e}", cli.input.display()))?;
+            println!(
+                "copied the bytes of {} -> {} (SQLite could not read it: {e})",
+                cli.input.display(),
+                cli.output.display()
+            );
+        }
+        Err(e) => return Err(format!("copying {}: {e}", cli.input.display())),
+    }
     let table = cli.table.name();
     let per_kind = match cli.percent {
         Some(p) if !(0.0..=100.0).contains(&p) => {

@@ -216,3 +216,32 @@ fn help_documents_every_kind() {
         assert!(help.contains(k), "--help lacks {k}");
     }
 }
+
+#[test]
+fn an_unreadable_input_still_gets_file_damage_but_not_row_damage() {
+    let dir = TempDir::new("unreadable");
+    let input = dir.0.join("in.db");
+    std::fs::write(&input, vec![0x5a; 8192]).unwrap();
+    let out = tool(&[
+        s(&input),
+        s(&dir.0.join("a.db")),
+        "--file",
+        "garbage-header",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copied the bytes"));
+    let rows = tool(&[s(&input), s(&dir.0.join("b.db")), "--damage", "bad-uri"]);
+    assert!(!rows.status.success());
+    assert!(String::from_utf8_lossy(&rows.stderr).contains("copying"));
+    let missing = tool(&[
+        s(&dir.0.join("none.db")),
+        s(&dir.0.join("c.db")),
+        "--file",
+        "truncate",
+    ]);
+    assert!(!missing.status.success());
+}
