@@ -523,10 +523,19 @@ impl Store {
 
     /// Read, validate and de-duplicate every row of a table; bad rows are quarantined.
     fn load<T: Record>(&self) -> Result<Loaded<T>, StoreError> {
-        let mut slots: Vec<Option<(i64, u32, T)>> = Vec::new();
-        let mut by_key: HashMap<String, usize> = HashMap::new();
+        // Memory matters here (100,000 bindings on a small board): the good records are kept
+        // once, in `items`; keys are indexed by a 64-bit hash (a collision is resolved by
+        // comparing the real keys, falling back to `collided`).
+        let mut items: Vec<Option<T>> = Vec::new();
+        let mut meta: Vec<(i64, u32)> = Vec::new();
+        let mut by_hash: HashMap<u64, usize> = HashMap::new();
+        let mut collided: HashMap<String, usize> = HashMap::new();
         let mut bad = Vec::new();
         let mut scan = Scan::new();
+        let hash = |k: &str| {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(k)
+        };
         while !scan.done {
             // The read lock is taken per chunk, so console reads are not held up by a
             // long load.
@@ -534,53 +543,81 @@ impl Store {
                 let conn = self.reader();
                 scan.next(&conn, T::TABLE, T::COLS, self.inner.opts.load_chunk)
             };
-            {
-                for (id, vals) in rows {
-                    let fp = fingerprint(&vals);
-                    match T::decode(&vals) {
-                        Err(reason) => bad.push(BadRow::of::<T>(id, &vals, reason)),
-                        Ok(rec) => {
-                            let Some(key) = rec.key() else {
-                                slots.push(Some((id, fp, rec)));
-                                continue;
-                            };
-                            let fresh = rec.freshness();
-                            match by_key.get(&key).copied() {
-                                None => {
-                                    by_key.insert(key, slots.len());
-                                    slots.push(Some((id, fp, rec)));
-                                }
-                                Some(i) => {
-                                    let old_wins = slots
-                                        .get(i)
-                                        .and_then(|s| s.as_ref())
-                                        .is_some_and(|(_, _, o)| o.freshness() > fresh);
-                                    let loser = if old_wins {
-                                        (id, fp)
-                                    } else {
-                                        let old = slots.get_mut(i).and_then(Option::take);
-                                        slots.push(Some((id, fp, rec)));
-                                        by_key.insert(key, slots.len() - 1);
-                                        match old {
-                                            Some((oid, ofp, _)) => (oid, ofp),
-                                            None => continue,
-                                        }
-                                    };
-                                    bad.push(BadRow {
-                                        table: T::TABLE,
-                                        cols: T::COLS,
-                                        key_cols: T::KEY_COLS,
-                                        rowid: loser.0,
-                                        fingerprint: loser.1,
-                                        reason: QuarantineReason::DuplicateKey,
-                                    });
-                                }
-                            }
+            for (id, vals) in rows {
+                let fp = fingerprint(&vals);
+                let rec = match T::decode(&vals) {
+                    Ok(rec) => rec,
+                    Err(reason) => {
+                        bad.push(BadRow::of::<T>(id, &vals, reason));
+                        continue;
+                    }
+                };
+                let Some(key) = rec.key() else {
+                    items.push(Some(rec));
+                    meta.push((id, fp));
+                    continue;
+                };
+                let h = hash(&key);
+                let same_key = |i: usize, items: &[Option<T>]| {
+                    items
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .and_then(Record::key)
+                        .is_some_and(|k| k == key)
+                };
+                let found = match by_hash.get(&h).copied() {
+                    Some(i) if same_key(i, &items) => Some(i),
+                    Some(_) => collided.get(&key).copied(),
+                    None => None,
+                };
+                let new_index = items.len();
+                let winner_is_new = match found {
+                    None => true,
+                    Some(i) => {
+                        let old_wins = items
+                            .get(i)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|o| o.freshness() > rec.freshness());
+                        let loser = if old_wins {
+                            Some((id, fp))
+                        } else {
+                            items
+                                .get_mut(i)
+                                .and_then(Option::take)
+                                .and_then(|_| meta.get(i).copied())
+                        };
+                        if let Some((rowid, fingerprint)) = loser {
+                            bad.push(BadRow {
+                                table: T::TABLE,
+                                cols: T::COLS,
+                                key_cols: T::KEY_COLS,
+                                rowid,
+                                fingerprint,
+                                reason: QuarantineReason::DuplicateKey,
+                            });
+                        }
+                        !old_wins
+                    }
+                };
+                if winner_is_new {
+                    match by_hash.get(&h).copied() {
+                        Some(i)
+                            if found != Some(i)
+                                && !same_key(i, &items)
+                                && items.get(i).is_some_and(Option::is_some) =>
+                        {
+                            collided.insert(key, new_index);
+                        }
+                        _ => {
+                            by_hash.insert(h, new_index);
                         }
                     }
+                    items.push(Some(rec));
+                    meta.push((id, fp));
                 }
             }
         }
+        drop((by_hash, collided, meta));
         let quarantined = bad.len();
         self.quarantine_bad(bad);
         if scan.unreadable > 0 {
@@ -589,7 +626,8 @@ impl Store {
                 .note_damage(&format!("{}: rows SQLite cannot read", T::TABLE));
         }
         Ok(Loaded {
-            items: slots.into_iter().flatten().map(|(_, _, r)| r).collect(),
+            // Option<T> has T's size (niche), so this reuses the allocation.
+            items: items.into_iter().flatten().collect(),
             quarantined,
             unreadable: scan.unreadable,
         })

@@ -293,3 +293,78 @@ fn random_noise_rows_in_every_table() {
     assert_eq!(keys(&loaded.items), keys(&all));
     assert_eq!(store.load_subscriptions().unwrap().items.len(), 0);
 }
+
+/// The same key three times with valid checksums (as a bad restore or a damaged index could
+/// leave it): the freshest `last_seen` wins whatever the row order; the others are
+/// quarantined as duplicates.
+#[test]
+fn duplicate_keys_keep_the_freshest_row() {
+    let dir = TempDir::new("incident-dups");
+    let seen = [NOW - 50, NOW - 10, NOW - 90]; // middle, newest, oldest, in row order
+    for (k, last_seen) in seen.iter().enumerate() {
+        let p = dir.0.join(format!("part{k}.db"));
+        let (store, _) = Store::open(&p, StoreOptions::default()).unwrap();
+        let mut b = binding(1, NOW + 100);
+        b.last_seen = *last_seen;
+        store
+            .commit_blocking(vec![
+                Write::UpsertBinding(b),
+                Write::UpsertBinding(binding(10 + k, NOW + 100)),
+            ])
+            .unwrap();
+    }
+    {
+        let (_store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let cols = binding_cols();
+    for k in 0..3 {
+        let p = dir.0.join(format!("part{k}.db"));
+        conn.execute("ATTACH DATABASE ?1 AS part", [p.to_str().unwrap()])
+            .unwrap();
+        conn.execute(
+            &format!(
+                "INSERT INTO main.bindings ({cols}) SELECT {cols} FROM part.bindings ORDER BY id"
+            ),
+            [],
+        )
+        .unwrap();
+        conn.execute("DETACH DATABASE part", []).unwrap();
+    }
+    drop(conn);
+    let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
+    let loaded = store.load_bindings().unwrap();
+    assert_eq!(loaded.quarantined, 2);
+    assert_eq!(loaded.items.len(), 4);
+    let one: Vec<_> = loaded
+        .items
+        .iter()
+        .filter(|b| b.aor == binding(1, 0).aor)
+        .collect();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].last_seen, NOW - 10, "the freshest row wins");
+    let q = store.quarantine(10).unwrap();
+    assert!(q.iter().all(|r| r.reason == "duplicate key"));
+    assert_eq!(store.raw_count("bindings").unwrap(), 4);
+}
+
+fn binding_cols() -> String {
+    [
+        "aor",
+        "contact",
+        "contact_uri",
+        "expires_at",
+        "call_id",
+        "cseq",
+        "source",
+        "transport",
+        "instance_id",
+        "reg_id",
+        "prov_kind",
+        "prov_at",
+        "last_seen",
+        "path",
+        "crc",
+    ]
+    .join(", ")
+}
