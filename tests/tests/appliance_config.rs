@@ -99,7 +99,7 @@ fn check_config_accepts_the_test_fixture_and_refuses_an_unknown_key() {
 #[test]
 fn console_unknown_command_is_an_error_with_exit_1_and_json_works() {
     let block = Block::allocate();
-    let hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline");
+    let mut hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline");
     let a = hl.console(&["frobnicate", "now"]).expect("console");
     assert_eq!(a.code, Some(1), "{a:?}");
     assert!(a.stdout.contains("unknown command"), "{a:?}");
@@ -116,4 +116,22 @@ fn console_unknown_command_is_an_error_with_exit_1_and_json_works() {
         "{help:?}"
     );
     assert!(help.stdout.lines().all(|l| l.len() <= 80), "{help:?}");
+
+    // The board's health view and the watchdog daemon's test command.
+    let health = hl.console(&["show", "health"]).expect("show health");
+    assert!(
+        health.ok && health.stdout.contains("health: ok"),
+        "{health:?}"
+    );
+    let out = run_cli(
+        &["health", "--socket", hl.socket().to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    )
+    .expect("holdline health");
+    assert!(out.status.success(), "{out:?}");
+
+    // SIGTERM: clean shutdown, exit 0, console socket removed.
+    assert_eq!(hl.stop().expect("stops"), Some(0), "{}", hl.log());
+    assert!(!hl.socket().exists());
+    assert!(hl.log().contains("stopped"), "{}", hl.log());
 }
