@@ -1,6 +1,6 @@
 //! Store figures (run by hand, not in CI):
 //!
-//!     cargo bench -p holdline-store --bench store
+//!     cargo bench -p holdline-store --bench store [-- purge|latency|rss|group ...]
 //!
 //! - purge time for 100,000 bindings with 1 % damaged (every kind of damage);
 //! - group commit: bindings per second and per-commit latency (p50/p99) at several
@@ -150,7 +150,13 @@ fn group_commit(
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
+    // `cargo bench` passes `--bench`; other words pick sections: purge, latency, rss, group
+    // (all by default).
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |s: &str| picked.is_empty() || picked.iter().any(|p| p == s);
     println!("# holdline-store benchmark");
     println!(
         "machine: {} cores visible",
@@ -178,7 +184,7 @@ fn main() {
         RowDamage::ALL.len()
     );
     let (store, _) = Store::open(&db, StoreOptions::default()).unwrap();
-    for batch in [500usize, 5000] {
+    for batch in [500usize, 5000].into_iter().filter(|_| want("purge")) {
         // Fresh damaged copy for each batch size.
         drop(store.clone());
         let copy = dir.join(format!("copy-{batch}.db"));
@@ -202,7 +208,7 @@ fn main() {
     }
 
     // ---------------------------------------------------------------- commit latency during a purge
-    {
+    if want("latency") {
         let copy = dir.join("copy-during.db");
         holdline_store::damage::copy_store(&db, &copy).unwrap();
         let (s3, _) = Store::open(&copy, StoreOptions::default()).unwrap();
@@ -249,7 +255,7 @@ fn main() {
     drop(store);
 
     // ---------------------------------------------------------------- RSS with 100k loaded
-    {
+    if want("rss") {
         let before = rss_kib();
         let copy = dir.join("copy-rss.db");
         holdline_store::damage::copy_store(&db, &copy).unwrap();
@@ -272,6 +278,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     // ---------------------------------------------------------------- group commit
+    if !want("group") {
+        return;
+    }
     println!("\ngroup commit, one binding per commit:");
     println!("| sync | committers | bindings/s | p50 | p99 |");
     println!("|---|---|---|---|---|");
