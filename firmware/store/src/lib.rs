@@ -398,6 +398,8 @@ impl Store {
             tracing::warn!(salvaged, "records salvaged from the damaged store");
         }
         let quarantined_total = db::quarantine_count(&conn)?;
+        let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
         let uv: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let schema_version = schema::unpack(uv);
 
@@ -427,6 +429,8 @@ impl Store {
             migrations_applied: applied,
             salvaged,
             quarantined_total,
+            journal_mode,
+            synchronous,
             took: start.elapsed(),
         };
         let store = Store {

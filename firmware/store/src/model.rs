@@ -276,6 +276,10 @@ pub struct OpenReport {
     pub salvaged: usize,
     /// Rows already in quarantine at open.
     pub quarantined_total: u64,
+    /// `PRAGMA journal_mode` of the writer (`wal` expected).
+    pub journal_mode: String,
+    /// `PRAGMA synchronous` of the writer (2 = FULL, 1 = NORMAL).
+    pub synchronous: i64,
     pub took: Duration,
 }
 

@@ -14,6 +14,11 @@ fn bindings_round_trip_and_survive_reopen() {
     assert!(report.created);
     assert!(report.set_aside.is_none());
     assert_eq!(report.schema_version, (1, 0));
+    assert_eq!(report.journal_mode, "wal");
+    assert_eq!(
+        report.synchronous, 2,
+        "synchronous = FULL: acknowledged = durable"
+    );
     let writes: Vec<Write> = (0..20)
         .map(|i| Write::UpsertBinding(binding(i, NOW + 3600)))
         .collect();
