@@ -339,6 +339,13 @@ enum Tx {
     Server(ServerTx),
 }
 
+/// `now + d`, with `d` capped at one day so that no configuration can
+/// overflow an `Instant` (a panic) — every timer here is far shorter.
+fn later(now: Instant, d: Duration) -> Instant {
+    let d = d.min(Duration::from_secs(86_400));
+    now.checked_add(d).unwrap_or(now)
+}
+
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -584,7 +591,7 @@ impl Transactions {
             return;
         }
         let id = self.alloc_id();
-        let deadline = now + self.cfg.max_lifetime;
+        let deadline = later(now, self.cfg.max_lifetime);
         let is_invite = req.method() == Some(&Method::Invite);
         let state = if is_invite {
             let mut last = None;
@@ -644,7 +651,9 @@ impl Transactions {
                     if reliable {
                         terminate = true;
                     } else {
-                        s.state = ServerState::Confirmed { timer_i: now + t4 };
+                        s.state = ServerState::Confirmed {
+                            timer_i: later(now, t4),
+                        };
                     }
                 } else {
                     resend = Some(response.clone());
@@ -705,10 +714,11 @@ impl Transactions {
                 deliver = true;
                 if code < 200 {
                     let (timer_c, hard_stop) = match &c.state {
-                        ClientState::InvProceeding { hard_stop, .. } => {
-                            (hard_stop.is_none().then(|| now + cfg.timer_c), *hard_stop)
-                        }
-                        _ => (Some(now + cfg.timer_c), None),
+                        ClientState::InvProceeding { hard_stop, .. } => (
+                            hard_stop.is_none().then(|| later(now, cfg.timer_c)),
+                            *hard_stop,
+                        ),
+                        _ => (Some(later(now, cfg.timer_c)), None),
                     };
                     c.state = ClientState::InvProceeding { timer_c, hard_stop };
                     if c.cancel_pending {
@@ -718,7 +728,7 @@ impl Transactions {
                 } else if code < 300 {
                     c.cancel_pending = false;
                     c.state = ClientState::Accepted {
-                        timer_m: now + cfg.t64(),
+                        timer_m: later(now, cfg.t64()),
                     };
                 } else {
                     c.cancel_pending = false;
@@ -730,7 +740,7 @@ impl Transactions {
                                 terminate = true;
                             } else {
                                 c.state = ClientState::InvCompleted {
-                                    timer_d: now + cfg.timer_d,
+                                    timer_d: later(now, cfg.timer_d),
                                     ack: bytes,
                                 };
                             }
@@ -756,13 +766,13 @@ impl Transactions {
                 deliver = true;
                 if code < 200 {
                     let timer_f = *timer_f;
-                    let next_e = next_e.map(|_| now + cfg.t2);
+                    let next_e = next_e.map(|_| later(now, cfg.t2));
                     c.state = ClientState::Proceeding { next_e, timer_f };
                 } else if reliable {
                     terminate = true;
                 } else {
                     c.state = ClientState::Completed {
-                        timer_k: now + cfg.t4,
+                        timer_k: later(now, cfg.t4),
                     };
                 }
             }
@@ -818,15 +828,15 @@ impl Transactions {
         let t1 = self.cfg.t1;
         let state = if method == Method::Invite {
             ClientState::Calling {
-                next_a: (!reliable).then(|| now + t1),
+                next_a: (!reliable).then(|| later(now, t1)),
                 interval: t1,
-                timer_b: now + self.cfg.t64(),
+                timer_b: later(now, self.cfg.t64()),
             }
         } else {
             ClientState::Trying {
-                next_e: (!reliable).then(|| now + t1),
+                next_e: (!reliable).then(|| later(now, t1)),
                 interval: t1,
-                timer_f: now + self.cfg.t64(),
+                timer_f: later(now, self.cfg.t64()),
             }
         };
         self.send(to, payload.clone());
@@ -862,14 +872,14 @@ impl Transactions {
                     *last = Some(bytes.clone());
                 } else if code < 300 {
                     s.state = ServerState::Accepted {
-                        timer_l: now + cfg.t64(),
+                        timer_l: later(now, cfg.t64()),
                     };
                 } else {
                     s.state = ServerState::InvCompleted {
                         response: bytes.clone(),
-                        next_g: (!reliable).then(|| now + cfg.t1),
+                        next_g: (!reliable).then(|| later(now, cfg.t1)),
                         interval: cfg.t1,
-                        timer_h: now + cfg.t64(),
+                        timer_h: later(now, cfg.t64()),
                     };
                 }
             }
@@ -890,7 +900,7 @@ impl Transactions {
                 } else {
                     s.state = ServerState::Completed {
                         response: bytes.clone(),
-                        timer_j: now + cfg.t64(),
+                        timer_j: later(now, cfg.t64()),
                     };
                 }
             }
@@ -1035,7 +1045,7 @@ impl Transactions {
                         terminate = true;
                     } else if next_a.is_some_and(|a| a <= now) {
                         *interval = interval.saturating_mul(2);
-                        *next_a = Some(now + *interval);
+                        *next_a = Some(later(now, *interval));
                         resend = Some((c.to, c.payload.clone()));
                     }
                 }
@@ -1045,7 +1055,7 @@ impl Transactions {
                         terminate = true;
                     } else if timer_c.is_some_and(|t| t <= now) {
                         *timer_c = None;
-                        *hard_stop = Some(now + cfg.t64());
+                        *hard_stop = Some(later(now, cfg.t64()));
                         event = Some(TxEvent::TimerC { tx: id });
                     }
                 }
@@ -1064,7 +1074,7 @@ impl Transactions {
                         terminate = true;
                     } else if next_e.is_some_and(|e| e <= now) {
                         *interval = interval.saturating_mul(2).min(cfg.t2);
-                        *next_e = Some(now + *interval);
+                        *next_e = Some(later(now, *interval));
                         resend = Some((c.to, c.payload.clone()));
                     }
                 }
@@ -1073,7 +1083,7 @@ impl Transactions {
                         event = Some(TxEvent::Timeout { tx: id });
                         terminate = true;
                     } else if next_e.is_some_and(|e| e <= now) {
-                        *next_e = Some(now + cfg.t2);
+                        *next_e = Some(later(now, cfg.t2));
                         resend = Some((c.to, c.payload.clone()));
                     }
                 }
@@ -1096,7 +1106,7 @@ impl Transactions {
                         terminate = true;
                     } else if next_g.is_some_and(|g| g <= now) {
                         *interval = interval.saturating_mul(2).min(cfg.t2);
-                        *next_g = Some(now + *interval);
+                        *next_g = Some(later(now, *interval));
                         resend = Some((s.from, response.clone()));
                     }
                 }
