@@ -861,3 +861,74 @@ fn transport_error_ends_the_transaction() {
         .any(|(_, e)| matches!(e, TxEvent::TransportError { tx: x } if *x == tx)));
     assert!(s.uac.is_empty());
 }
+
+#[test]
+fn thousands_of_unanswered_transactions_all_end() {
+    let mut c = cfg();
+    c.max_transactions = 3000;
+    let now0 = Instant::now();
+    let mut uac = Transactions::new(c);
+    let to = peer([127, 0, 0, 2], Transport::Udp);
+    let s = Sim::new(40, Transport::Udp, c, ANSWER_200);
+    let mut ids = Vec::new();
+    for i in 0..3000u32 {
+        let method = if i % 2 == 0 {
+            Method::Options
+        } else {
+            Method::Invite
+        };
+        let req = s.request(method, &format!("z9hG4bKbulk{i}"));
+        ids.push(
+            uac.send_request(now0 + Duration::from_millis(u64::from(i)), req, to)
+                .unwrap(),
+        );
+    }
+    assert_eq!(uac.len(), 3000);
+    let extra = s.request(Method::Options, "z9hG4bKbulkextra");
+    assert!(uac.send_request(now0, extra, to).is_err(), "table cap");
+    let mut now = now0;
+    let mut timeouts = 0;
+    let mut sent = 0;
+    while let Some(t) = uac.poll_timeout() {
+        now = t;
+        uac.handle_timeout(now);
+        while uac.poll_transmit().is_some() {
+            sent += 1;
+        }
+        while let Some(e) = uac.poll_event() {
+            if matches!(e, TxEvent::Timeout { .. }) {
+                timeouts += 1;
+            }
+        }
+    }
+    assert_eq!(timeouts, 3000);
+    assert!(uac.is_empty());
+    assert!(now < now0 + Duration::from_secs(40));
+    // 1500 INVITEs × (1 + 6 retransmissions) + 1500 OPTIONS × (1 + 10).
+    assert_eq!(sent, 1500 * 7 + 1500 * 11);
+}
+
+#[test]
+fn invite_over_tcp_has_no_retransmissions_and_no_linger() {
+    let policy = UasPolicy {
+        provisional: Some((180, Duration::from_millis(100))),
+        final_: Final::After(486, Duration::from_secs(3)),
+        retransmit_2xx: false,
+    };
+    let mut s = Sim::new(41, Transport::Tcp, cfg(), policy);
+    let req = s.request(Method::Invite, "z9hG4bKtcp1");
+    let tx = s.send_request(req);
+    s.drive(Duration::from_secs(100));
+    assert_eq!(s.uac_finals(tx), vec![486]);
+    assert_eq!(Sim::count_sent(&s.uac_sent, "INVITE"), 1);
+    assert_eq!(Sim::count_sent(&s.uas_sent, "SIP/2.0 486"), 1);
+    assert_eq!(Sim::count_sent(&s.uac_sent, "ACK"), 1);
+    // Timer D and I are zero on TCP: both sides end as soon as the ACK passes.
+    let end = s
+        .uac_events
+        .iter()
+        .find_map(|(t, e)| matches!(e, TxEvent::Terminated { tx: x } if *x == tx).then_some(*t))
+        .unwrap();
+    assert!(end < Duration::from_secs(4));
+    assert!(s.uac.is_empty() && s.uas.is_empty());
+}
