@@ -16,6 +16,41 @@ use crate::name::HeaderName;
 use crate::parse::{find_outside, is_token, is_token_byte, parse_decimal, trim_ws};
 use crate::values::{list_items, CSeq, Contacts, Event, NameAddr, SubscriptionState, Uri, Via};
 
+/// The received bytes: kept as a `String` when they are UTF-8 (the common
+/// case, checked once), so that typed reads need no further UTF-8 checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Buffer {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Buffer {
+    fn new(v: Vec<u8>) -> Buffer {
+        match String::from_utf8(v) {
+            Ok(s) => Buffer::Text(s),
+            Err(e) => Buffer::Bytes(e.into_bytes()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Buffer::Text(s) => s.as_bytes(),
+            Buffer::Bytes(v) => v,
+        }
+    }
+
+    fn is_text(&self) -> bool {
+        matches!(self, Buffer::Text(_))
+    }
+
+    fn str_range(&self, a: usize, b: usize) -> Option<&str> {
+        match self {
+            Buffer::Text(s) => s.get(a..b),
+            Buffer::Bytes(v) => std::str::from_utf8(v.get(a..b)?).ok(),
+        }
+    }
+}
+
 /// Bytes either borrowed from the parsed buffer or owned by an edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Src {
@@ -65,7 +100,7 @@ pub struct HeaderRef<'a> {
 /// A SIP request or response. See the module docs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
-    buf: Vec<u8>,
+    buf: Buffer,
     start: Start,
     lines: Vec<Line>,
     body: Src,
@@ -119,7 +154,9 @@ impl Message {
         if pos >= input.len() {
             return Err(ParseError::Empty);
         }
-        let buf = input.get(pos..).unwrap_or_default().to_vec();
+        let buffer = Buffer::new(input.get(pos..).unwrap_or_default().to_vec());
+        let text = buffer.is_text();
+        let buf = buffer.bytes();
         let mut lines: Vec<Line> = Vec::with_capacity(16);
         let mut start: Option<(Start, Option<ParseError>)> = None;
         let mut p = 0usize;
@@ -128,10 +165,7 @@ impl Message {
         let mut pending: Option<(usize, usize, usize)> = None;
         let body_start;
         loop {
-            let Some(nl_rel) = buf
-                .get(p..)
-                .and_then(|s| s.iter().position(|&b| b == b'\n'))
-            else {
+            let Some(nl_rel) = buf.get(p..).and_then(|s| memchr::memchr(b'\n', s)) else {
                 return Err(ParseError::Incomplete);
             };
             let nl = p + nl_rel;
@@ -157,10 +191,10 @@ impl Message {
                 });
             }
             if start.is_none() {
-                start = Some(parse_start(&buf, p, end)?);
+                start = Some(parse_start(buf, p, end)?);
             } else if phys.is_empty() {
                 if let Some((s, e, n)) = pending.take() {
-                    lines.push(make_line(&buf, s, e, n, line_no)?);
+                    lines.push(make_line(buf, s, e, n, line_no, text)?);
                 }
                 body_start = nl + 1;
                 break;
@@ -174,7 +208,7 @@ impl Message {
                 }
             } else {
                 if let Some((s, e, n)) = pending.take() {
-                    lines.push(make_line(&buf, s, e, n, line_no)?);
+                    lines.push(make_line(buf, s, e, n, line_no, text)?);
                 }
                 pending = Some((p, end, 1));
             }
@@ -185,14 +219,14 @@ impl Message {
         };
         let (start, defect) = start;
         let mut m = Message {
-            buf,
+            buf: buffer,
             start,
             lines,
             body: Src::Orig(0, 0),
             defect,
         };
         // Body framing by Content-Length (RFC 3261 §18.3).
-        let avail = m.buf.len().saturating_sub(body_start);
+        let avail = m.buf.bytes().len().saturating_sub(body_start);
         let mut cl: Option<u64> = None;
         let mut cl_error = false;
         for line in m
@@ -359,7 +393,7 @@ impl Message {
 
     /// The message as bytes (see [`Message::write_to`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.buf.len() + 128);
+        let mut out = Vec::with_capacity(self.buf.bytes().len() + 128);
         self.write_to(&mut out);
         out
     }
@@ -423,16 +457,24 @@ impl Message {
 
     fn src<'a>(&'a self, s: &'a Src) -> &'a [u8] {
         match s {
-            Src::Orig(a, b) => self.buf.get(*a as usize..*b as usize).unwrap_or_default(),
+            Src::Orig(a, b) => self
+                .buf
+                .bytes()
+                .get(*a as usize..*b as usize)
+                .unwrap_or_default(),
             Src::Owned(v) => v,
         }
     }
 
     fn value_of<'a>(&'a self, line: &'a Line) -> Option<&'a str> {
         match &line.value {
-            Value::InLine(a, b) => {
-                std::str::from_utf8(self.src(&line.raw).get(*a as usize..*b as usize)?).ok()
-            }
+            Value::InLine(a, b) => match &line.raw {
+                Src::Orig(s, _) => {
+                    let s = *s as usize;
+                    self.buf.str_range(s + *a as usize, s + *b as usize)
+                }
+                Src::Owned(v) => std::str::from_utf8(v.get(*a as usize..*b as usize)?).ok(),
+            },
             Value::Unfolded(s) => Some(s),
         }
     }
@@ -925,7 +967,7 @@ impl Message {
     pub fn remove_header(&mut self, name: &str) -> usize {
         let wanted = HeaderName::classify(name.as_bytes());
         let before = self.lines.len();
-        let buf = &self.buf;
+        let buf = self.buf.bytes();
         self.lines.retain(|l| {
             let raw = match &l.raw {
                 Src::Orig(a, b) => buf.get(*a as usize..*b as usize).unwrap_or_default(),
@@ -980,7 +1022,7 @@ impl Message {
         Self::check_value(uri)?;
         Uri::parse(uri).ok_or(EditError::BadValue("Request-URI"))?;
         Ok(Message {
-            buf: Vec::new(),
+            buf: Buffer::Bytes(Vec::new()),
             start: Start::Request {
                 method,
                 uri: Src::Owned(uri.as_bytes().into()),
@@ -998,7 +1040,7 @@ impl Message {
             return Err(EditError::BadValue("status code"));
         }
         Ok(Message {
-            buf: Vec::new(),
+            buf: Buffer::Bytes(Vec::new()),
             start: Start::Response {
                 code,
                 reason: Src::Owned(reason.as_bytes().into()),
@@ -1178,10 +1220,11 @@ fn make_line(
     e: usize,
     phys: usize,
     line_no: usize,
+    text: bool,
 ) -> Result<Line, ParseError> {
     let bad = ParseError::BadHeaderLine { line: line_no };
     let raw = buf.get(s..e).ok_or(bad.clone())?;
-    let colon = raw.iter().position(|&b| b == b':').ok_or(bad.clone())?;
+    let colon = memchr::memchr(b':', raw).ok_or(bad.clone())?;
     let mut name_end = colon;
     while name_end > 0 && (raw[name_end - 1] == b' ' || raw[name_end - 1] == b'\t') {
         name_end -= 1;
@@ -1201,7 +1244,7 @@ fn make_line(
     while ve > vs && (raw[ve - 1] == b' ' || raw[ve - 1] == b'\t') {
         ve -= 1;
     }
-    if kind != HeaderName::Other {
+    if kind != HeaderName::Other && !text {
         // Headers this crate reads must be UTF-8 text.
         std::str::from_utf8(raw).map_err(|_| bad.clone())?;
     }

@@ -84,8 +84,12 @@ impl HeaderName {
             ("supported", HeaderName::Supported),
             ("retry-after", HeaderName::RetryAfter),
         ];
+        let first = name.first().map(u8::to_ascii_lowercase);
         for (full, kind) in TABLE {
-            if full.len() == name.len() && full.as_bytes().eq_ignore_ascii_case(name) {
+            if full.len() == name.len()
+                && full.as_bytes().first().copied() == first
+                && full.as_bytes().eq_ignore_ascii_case(name)
+            {
                 return *kind;
             }
         }

@@ -37,13 +37,13 @@ pub fn trim_ws(s: &str) -> &str {
 /// Byte position of `c` in `s` (ASCII only).
 #[inline]
 pub fn find_byte(s: &str, c: u8) -> Option<usize> {
-    s.as_bytes().iter().position(|&b| b == c)
+    memchr::memchr(c, s.as_bytes())
 }
 
 /// Last byte position of `c` in `s` (ASCII only).
 #[inline]
 pub fn rfind_byte(s: &str, c: u8) -> Option<usize> {
-    s.as_bytes().iter().rposition(|&b| b == c)
+    memchr::memrchr(c, s.as_bytes())
 }
 
 /// Position of the first SP or HTAB.
