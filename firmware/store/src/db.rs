@@ -322,3 +322,52 @@ pub(crate) fn trim(conn: &Connection, table: &str, keep: usize) -> rusqlite::Res
         [keep],
     )
 }
+
+/// Rows sharing a unique key with another row: one `Vec` of rows per duplicated key.
+/// Uses the key index (one pass), so it is cheap when, as normally, there are none.
+pub(crate) fn duplicate_groups(
+    conn: &Connection,
+    table: &str,
+    cols: &[&str],
+    unique: &[usize],
+) -> rusqlite::Result<Vec<Vec<RawRow>>> {
+    let keys: Vec<&str> = unique
+        .iter()
+        .filter_map(|&i| cols.get(i).copied())
+        .collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = keys.join(", ");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {list} FROM {table} GROUP BY {list} HAVING count(*) > 1"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut groups_keys = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut k = Vec::with_capacity(keys.len());
+        for i in 0..keys.len() {
+            k.push(RawValue::from(r.get_ref(i)?));
+        }
+        groups_keys.push(k);
+    }
+    drop(rows);
+    let cond: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k} IS ?{}", i + 1))
+        .collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, {} FROM {table} WHERE {} ORDER BY id",
+        cols.join(", "),
+        cond.join(" AND ")
+    ))?;
+    let mut out = Vec::with_capacity(groups_keys.len());
+    for k in groups_keys {
+        let mut rows = stmt.query(rusqlite::params_from_iter(k.iter()))?;
+        let mut group = Vec::new();
+        read_rows(&mut rows, cols.len(), &mut group)?;
+        out.push(group);
+    }
+    Ok(out)
+}

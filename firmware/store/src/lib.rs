@@ -813,6 +813,52 @@ impl Store {
                 .shared
                 .note_damage(&format!("{}: rows SQLite cannot read", T::TABLE));
         }
+        // Duplicate keys (same rule as the load: the freshest row stays).
+        let groups = {
+            let conn = self.reader();
+            db::duplicate_groups(&conn, T::TABLE, T::COLS, T::UNIQUE_COLS)
+        };
+        match groups {
+            Ok(groups) if !groups.is_empty() => {
+                let mut bad = Vec::new();
+                for group in groups {
+                    let mut best: Option<(i64, i64)> = None; // (freshness, id)
+                    let mut good = Vec::new();
+                    for (id, vals) in &group {
+                        match T::decode(vals) {
+                            Ok(rec) => {
+                                let f = (rec.freshness(), *id);
+                                if best.is_none_or(|b| f > b) {
+                                    best = Some(f);
+                                }
+                                good.push((*id, vals));
+                            }
+                            Err(reason) => bad.push(BadRow::of::<T>(*id, vals, reason)),
+                        }
+                    }
+                    for (id, vals) in good {
+                        if best.is_some_and(|(_, bid)| bid != id) {
+                            bad.push(BadRow::of::<T>(id, vals, QuarantineReason::DuplicateKey));
+                        }
+                    }
+                }
+                let table = T::TABLE;
+                let done = self.ask(|reply| Job::PurgeApply {
+                    table,
+                    now,
+                    expired: Vec::new(),
+                    bad,
+                    reply,
+                })?;
+                rep.quarantined += done.quarantined;
+                rep.batches += 1;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(table = T::TABLE, error = %e, "purge: duplicate check skipped");
+                self.inner.shared.note_if_corrupt(&e);
+            }
+        }
         Ok(purged)
     }
 
@@ -820,8 +866,10 @@ impl Store {
     /// `batch` rows. Each batch is read and judged on the read connection (so the writer is
     /// never held by the reading), then applied by the writer as one short transaction
     /// queued between group commits. Every row of both tables is judged on the way: bad
-    /// rows go to quarantine, unreadable regions are skipped; neither stops the purge. Then
-    /// trims the event log and quarantine to their caps.
+    /// rows go to quarantine, unreadable regions are skipped; neither stops the purge.
+    /// Then rows sharing a key are found through the key index (one pass) and all but the
+    /// freshest quarantined as duplicates, and the event log and quarantine are trimmed to
+    /// their caps.
     pub fn purge_expired(&self, now_unix: i64, batch: usize) -> Result<PurgeReport, StoreError> {
         let start = Instant::now();
         let batch = batch.max(1);

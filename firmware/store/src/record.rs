@@ -49,6 +49,19 @@ impl From<ValueRef<'_>> for RawValue {
     }
 }
 
+impl rusqlite::ToSql for RawValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput::Borrowed;
+        Ok(Borrowed(match self {
+            RawValue::Null => ValueRef::Null,
+            RawValue::Integer(i) => ValueRef::Integer(*i),
+            RawValue::Real(r) => ValueRef::Real(*r),
+            RawValue::Text(t) => ValueRef::Text(t),
+            RawValue::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
 type R<T> = Result<T, QuarantineReason>;
 
 /// Sequential typed access to a row's raw values.
@@ -279,6 +292,8 @@ pub(crate) trait Record: Sized {
     fn freshness(&self) -> i64;
     /// Index of the columns that name the record in the quarantine listing.
     const KEY_COLS: &'static [usize];
+    /// Index of the columns that form the record's unique key (empty: no key).
+    const UNIQUE_COLS: &'static [usize] = &[];
 }
 
 fn verify<T: Record>(rec: T, stored: i64) -> R<T> {
@@ -309,6 +324,7 @@ impl Record for Binding {
         "crc",
     ];
     const KEY_COLS: &'static [usize] = &[0, 2];
+    const UNIQUE_COLS: &'static [usize] = &[0, 2];
 
     fn decode(vals: &[RawValue]) -> R<Self> {
         let mut f = Fields::new(vals, Self::COLS);
@@ -445,6 +461,7 @@ impl Record for Subscription {
         "crc",
     ];
     const KEY_COLS: &'static [usize] = &[0];
+    const UNIQUE_COLS: &'static [usize] = &[0];
 
     fn decode(vals: &[RawValue]) -> R<Self> {
         let mut f = Fields::new(vals, Self::COLS);
@@ -583,6 +600,7 @@ impl Record for Mwi {
     const TABLE: &'static str = "mwi";
     const COLS: &'static [&'static str] = &["aor", "body", "content_type", "at", "crc"];
     const KEY_COLS: &'static [usize] = &[0];
+    const UNIQUE_COLS: &'static [usize] = &[0];
 
     fn decode(vals: &[RawValue]) -> R<Self> {
         let mut f = Fields::new(vals, Self::COLS);

@@ -124,14 +124,17 @@ fn purge_first_over_damaged_store_then_reopen() {
     // The incident: the routine purge is what meets the corrupt records.
     let dir = TempDir::new("incident-purge");
     let all = build(&dir);
-    let (damaged, _duplicated) = damage(&dir);
+    let (damaged, duplicated) = damage(&dir);
+    // Row id n holds binding n-1; bindings with i % 10 == 0 are expired (purged, with
+    // their copy, before the duplicate check).
+    let live_dups = duplicated.iter().filter(|id| (**id - 1) % 10 != 0).count();
 
     let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
     let rep = store.purge_expired(NOW, 7).unwrap();
     assert_eq!(
         rep.quarantined,
-        damaged.len(),
-        "purge quarantines what it cannot trust"
+        damaged.len() + live_dups,
+        "purge quarantines what it cannot trust, duplicates included"
     );
     assert_eq!(rep.unreadable, 0);
     assert!(rep.batches > N / 7);
@@ -141,9 +144,9 @@ fn purge_first_over_damaged_store_then_reopen() {
     drop(store);
 
     let (store, report) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
-    assert_eq!(report.quarantined_total as usize, damaged.len());
+    assert_eq!(report.quarantined_total as usize, damaged.len() + live_dups);
     let loaded = store.load_bindings().unwrap();
-    // The duplicates are found by the load (same key twice).
+    assert_eq!(loaded.quarantined, 0, "the purge left nothing bad behind");
     let expected_left: HashSet<String> = all
         .iter()
         .enumerate()
@@ -332,6 +335,26 @@ fn duplicate_keys_keep_the_freshest_row() {
         conn.execute("DETACH DATABASE part", []).unwrap();
     }
     drop(conn);
+    // The purge applies the same rule.
+    let copy = dir.0.join("copy.db");
+    holdline_store::damage::copy_store(&dir.db(), &copy).unwrap();
+    {
+        let (store, _) = Store::open(&copy, StoreOptions::default()).unwrap();
+        assert_eq!(store.purge_expired(NOW, 2).unwrap().quarantined, 2);
+        let left = store.load_bindings().unwrap();
+        assert_eq!(left.quarantined, 0);
+        let one: Vec<_> = left
+            .items
+            .iter()
+            .filter(|b| b.aor == binding(1, 0).aor)
+            .collect();
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            one[0].last_seen,
+            NOW - 10,
+            "the purge keeps the freshest row too"
+        );
+    }
     let (store, _) = Store::open(&dir.db(), StoreOptions::default()).unwrap();
     let loaded = store.load_bindings().unwrap();
     assert_eq!(loaded.quarantined, 2);
