@@ -536,6 +536,8 @@ pub struct ResponseContext {
     best: Option<Message>,
     got_2xx: bool,
     got_6xx: bool,
+    /// WWW-/Proxy-Authenticate values of every 401/407 seen (§16.7 step 7).
+    challenges: Vec<(&'static str, String)>,
 }
 
 /// What to do with a response offered to a [`ResponseContext`].
@@ -600,6 +602,15 @@ impl ResponseContext {
             Some(b) => rank(code) < rank(b.status().unwrap_or(500)),
         };
         if let Some(r) = resp {
+            if code == 401 || code == 407 {
+                for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
+                    for v in r.header_values(name) {
+                        if self.challenges.len() < 16 {
+                            self.challenges.push((name, v.to_owned()));
+                        }
+                    }
+                }
+            }
             if better {
                 self.best = Some(r.clone());
             }
@@ -614,6 +625,14 @@ impl ResponseContext {
             }
             return match self.best.take() {
                 Some(mut best) => {
+                    // §16.7 step 7: a 401/407 carries every challenge received.
+                    if matches!(best.status(), Some(401) | Some(407)) {
+                        for (name, v) in &self.challenges {
+                            if !best.header_values(name).any(|x| x == v) {
+                                let _ = best.add_header(name, v);
+                            }
+                        }
+                    }
                     // §16.7 step 6: a 503 is forwarded as 500.
                     if best.status() == Some(503) {
                         if let Ok(r) = rewrite_status(&best, 500, "Server Internal Error") {

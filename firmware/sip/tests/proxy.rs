@@ -333,3 +333,24 @@ fn alias_names_count_as_own() {
     assert_eq!(popped, ["<sip:sbc.site.example;lr>"]);
     assert_eq!(m.routes().len(), 1);
 }
+
+#[test]
+fn forked_challenges_are_merged() {
+    let mut a = resp(401);
+    a.add_header("WWW-Authenticate", "Digest realm=\"a.test\", nonce=\"1\"")
+        .unwrap();
+    let mut b = resp(407);
+    b.add_header("Proxy-Authenticate", "Digest realm=\"b.test\", nonce=\"2\"")
+        .unwrap();
+    let mut ctx = ResponseContext::new(3);
+    assert_eq!(ctx.offer(Some(&a)), Selection::Hold);
+    assert_eq!(ctx.offer(Some(&resp(486))), Selection::Hold);
+    match ctx.offer(Some(&b)) {
+        Selection::ForwardBest(best) => {
+            assert!(matches!(best.status(), Some(401) | Some(407)));
+            assert_eq!(best.header_values("WWW-Authenticate").count(), 1);
+            assert_eq!(best.header_values("Proxy-Authenticate").count(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
