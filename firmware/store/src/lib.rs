@@ -88,6 +88,9 @@ pub struct StoreOptions {
     pub max_group: usize,
     /// Rows per purge batch (one short write transaction each).
     pub purge_batch: usize,
+    /// Pause between purge batches: on a 2-core appliance the purge's reading and judging
+    /// otherwise competes with SIP handling for the CPU for the whole pass.
+    pub purge_pause: Duration,
     /// Interval of the background purger ([`Store::spawn_purger`]); 10 minutes by default.
     pub purge_interval: Duration,
     /// Rows read per chunk by loads and checks.
@@ -109,6 +112,7 @@ impl Default for StoreOptions {
             durability: Durability::Full,
             max_group: 1024,
             purge_batch: 500,
+            purge_pause: Duration::from_millis(2),
             purge_interval: Duration::from_secs(600),
             load_chunk: 2000,
             max_events: 10_000,
@@ -793,6 +797,9 @@ impl Store {
                 }
             }
             rep.batches += 1;
+            if !scan.done && !self.inner.opts.purge_pause.is_zero() {
+                std::thread::sleep(self.inner.opts.purge_pause);
+            }
             if expired.is_empty() && bad.is_empty() {
                 continue;
             }
