@@ -218,3 +218,113 @@ fn seeds_themselves_pass_the_entry_point() {
         entry(s);
     }
 }
+
+/// One step of a random conversation with a transaction layer.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A request arrives (method index, branch index).
+    Request(u8, u8),
+    /// A response arrives (code index, method index, branch index).
+    Response(u8, u8, u8),
+    /// The TU starts a client transaction (method index, branch index).
+    Send(u8, u8),
+    /// The TU answers the n-th server transaction it was told about.
+    Answer(u8, u8),
+    /// The TU cancels the n-th client transaction.
+    Cancel(u8),
+    /// Time passes (milliseconds).
+    Wait(u16),
+}
+
+const METHODS: [&str; 4] = ["INVITE", "OPTIONS", "CANCEL", "ACK"];
+const CODES: [u16; 6] = [100, 180, 200, 486, 503, 603];
+
+fn text(method: &str, branch: u8) -> Message {
+    let b = if branch % 5 == 0 {
+        "old".to_owned() // RFC 2543 style
+    } else {
+        format!("z9hG4bK{branch}")
+    };
+    let raw = format!(
+        "{method} sip:a@127.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch={b}\r\nFrom: <sip:x@y>;tag=f\r\nTo: <sip:a@b>\r\nCall-ID: c{branch}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    );
+    Message::parse(raw.as_bytes()).unwrap()
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..4u8, 0..12u8).prop_map(|(m, b)| Op::Request(m, b)),
+        (0..6u8, 0..4u8, 0..12u8).prop_map(|(c, m, b)| Op::Response(c, m, b)),
+        (0..3u8, 0..12u8).prop_map(|(m, b)| Op::Send(m, b)),
+        (0..8u8, 0..6u8).prop_map(|(n, c)| Op::Answer(n, c)),
+        (0..8u8).prop_map(Op::Cancel),
+        (0..40_000u16).prop_map(Op::Wait),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever arrives in whatever order, the layer never panics and every
+    /// transaction ends once time passes (nothing lives forever).
+    #[test]
+    fn transaction_layer_survives_any_sequence(ops in proptest::collection::vec(op(), 1..60)) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let cfg = TxConfig { max_transactions: 16, ..TxConfig::default() };
+        let mut tx = Transactions::new(cfg);
+        let peer = Peer { addr: "10.0.0.5:5060".parse().unwrap(), transport: Transport::Udp };
+        let mut servers = Vec::new();
+        let mut clients = Vec::new();
+        for op in ops {
+            match op {
+                Op::Request(m, b) => tx.handle_incoming(now, text(METHODS[usize::from(m)], b), peer),
+                Op::Response(c, m, b) => {
+                    let req = text(METHODS[usize::from(m) % 3], b);
+                    if let Ok(r) = Message::response_for(&req, CODES[usize::from(c)], "X") {
+                        tx.handle_incoming(now, r, peer);
+                    }
+                }
+                Op::Send(m, b) => {
+                    if let Ok(id) = tx.send_request(now, text(METHODS[usize::from(m)], b), peer) {
+                        clients.push(id);
+                    }
+                }
+                Op::Answer(n, c) => {
+                    if let Some(id) = servers.get(usize::from(n)).copied() {
+                        if let Some(req) = tx.server_request(id).cloned() {
+                            if let Ok(r) = Message::response_for(&req, CODES[usize::from(c)], "X") {
+                                let _ = tx.send_response(now, id, &r);
+                            }
+                        }
+                    }
+                }
+                Op::Cancel(n) => {
+                    if let Some(id) = clients.get(usize::from(n)).copied() {
+                        let _ = tx.cancel(now, id);
+                    }
+                }
+                Op::Wait(ms) => {
+                    now += Duration::from_millis(u64::from(ms));
+                    tx.handle_timeout(now);
+                }
+            }
+            while tx.poll_transmit().is_some() {}
+            while let Some(e) = tx.poll_event() {
+                if let holdline_sip::transaction::TxEvent::Request { tx: Some(id), .. } = e {
+                    servers.push(id);
+                }
+            }
+            prop_assert!(tx.len() <= 16);
+        }
+        // No more input: every transaction must end within max_lifetime + 64*T1.
+        let end = now + Duration::from_secs(400);
+        while let Some(t) = tx.poll_timeout() {
+            prop_assert!(t <= end, "a timer beyond every bound");
+            tx.handle_timeout(t);
+            while tx.poll_transmit().is_some() {}
+            while tx.poll_event().is_some() {}
+        }
+        prop_assert!(tx.is_empty());
+    }
+}
