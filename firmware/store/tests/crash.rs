@@ -31,10 +31,18 @@ fn main() {
         return;
     }
     // Accept (and ignore) the arguments cargo test passes; honour a name filter.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let mut args = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if matches!(
+            a.as_str(),
+            "--test-threads" | "--skip" | "--color" | "--format" | "--logfile" | "-Z"
+        ) {
+            it.next(); // the option's value
+        } else if !a.starts_with('-') {
+            args.push(a);
+        }
+    }
     if !args.is_empty()
         && !args
             .iter()
