@@ -240,7 +240,7 @@ const METHODS: [&str; 4] = ["INVITE", "OPTIONS", "CANCEL", "ACK"];
 const CODES: [u16; 6] = [100, 180, 200, 486, 503, 603];
 
 fn text(method: &str, branch: u8) -> Message {
-    let b = if branch % 5 == 0 {
+    let b = if branch.is_multiple_of(5) {
         "old".to_owned() // RFC 2543 style
     } else {
         format!("z9hG4bK{branch}")
