@@ -31,8 +31,17 @@ fn main() {
         return;
     }
     // Accept (and ignore) the arguments cargo test passes; honour a name filter.
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.iter().any(|a| a == "--list") {
+        println!("sigkill_at_random_moments_loses_no_acknowledged_binding: test");
+        return;
+    }
+    if all.iter().any(|a| a == "--ignored") {
+        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out");
+        return;
+    }
     let mut args = Vec::new();
-    let mut it = std::env::args().skip(1);
+    let mut it = all.into_iter();
     while let Some(a) = it.next() {
         if matches!(
             a.as_str(),
