@@ -211,6 +211,9 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "cell_size_check", "ON")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // After a checkpoint the WAL is cut back to 4 MiB, so one big burst cannot keep
+    // flash space forever.
+    let _: i64 = conn.query_row("PRAGMA journal_size_limit = 4194304", [], |r| r.get(0))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
