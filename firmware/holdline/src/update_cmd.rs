@@ -197,7 +197,9 @@ pub fn running_version() -> semver::Version {
 /// slot that booted (trial started, or a fallback detected and recorded).
 pub fn start_agent(cfg: &UpdateConfig, board: &str) -> Result<(Agent, BootEvent), UpdateCmdError> {
     let mut agent = open_agent(cfg, board, false)?;
-    if agent.is_simulated() {
+    // Under `holdline-image sim-run` the launcher did the power-on (it had to
+    // pick the slot's binary); otherwise this start is the power-on.
+    if agent.is_simulated() && !agent.sim_take_launched()? {
         agent.sim_power_on()?;
     }
     let event = agent.on_boot(now_unix(), &running_version())?;

@@ -524,6 +524,41 @@ impl Agent {
         Ok(bootloader::simulate_boot(self.env.as_mut())?)
     }
 
+    /// Simulated board, for a launcher (`holdline-image sim-run`) that picks
+    /// the slot's binary itself: power-on, and leave a note so that the
+    /// daemon it starts does not power on a second time.
+    pub fn sim_launcher_power_on(&mut self) -> Result<SlotName, AgentError> {
+        let _l = self.lock()?;
+        let slot = bootloader::simulate_boot(self.env.as_mut())?;
+        self.env
+            .write(&[(bootloader::LAUNCHED_VAR.to_owned(), "1".to_owned())])?;
+        Ok(slot)
+    }
+
+    /// Simulated board, at daemon start: true (once) when a launcher already
+    /// did the power-on; otherwise the daemon's start is the power-on.
+    pub fn sim_take_launched(&mut self) -> Result<bool, AgentError> {
+        let _l = self.lock()?;
+        let launched = self
+            .env
+            .read_all()?
+            .get(bootloader::LAUNCHED_VAR)
+            .is_some_and(|v| v == "1");
+        if launched {
+            self.env
+                .write(&[(bootloader::LAUNCHED_VAR.to_owned(), "0".to_owned())])?;
+        }
+        Ok(launched)
+    }
+
+    /// The directory of a slot on the simulated board.
+    pub fn sim_slot_dir(&self, slot: SlotName) -> Option<PathBuf> {
+        self.cfg
+            .layout
+            .slot(slot)
+            .and_then(|s| slots::slot_dir(s, &self.cfg.state_dir))
+    }
+
     /// True when the bootloader is the simulated one.
     pub fn is_simulated(&self) -> bool {
         matches!(self.cfg.layout.bootloader, BootloaderSpec::File { .. })

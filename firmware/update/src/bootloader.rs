@@ -20,6 +20,8 @@ pub const GOOD_ATTEMPTS: u32 = 3;
 pub const ORDER_VAR: &str = "BOOT_ORDER";
 /// Variable the simulated bootloader sets to the slot it booted.
 pub const BOOTED_VAR: &str = "BOOTED";
+/// Simulated board: "1" while a launcher's power-on awaits the daemon start.
+pub const LAUNCHED_VAR: &str = "LAUNCHED";
 
 /// Name of a slot's attempt counter variable.
 pub fn left_var(slot: SlotName) -> String {

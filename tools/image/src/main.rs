@@ -87,6 +87,24 @@ enum Cmd {
         /// The bundle.
         bundle: PathBuf,
     },
+    /// Run a simulated board: power on (the file bootloader picks a slot),
+    /// run that slot's `usr/bin/holdline` with ARGS, and power on again
+    /// whenever it exits other than cleanly (restart for an update, watchdog
+    /// reset, crash) — what the bootloader, init and systemd do on a real board.
+    SimRun {
+        /// The daemon's `[update] state_dir` (slots and boot environment).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Binary to run for a slot that holds no firmware yet (factory image).
+        #[arg(long)]
+        factory: Option<PathBuf>,
+        /// Stop after this many boots (0: never).
+        #[arg(long, default_value_t = 0)]
+        max_boots: u32,
+        /// Arguments for the firmware, e.g. `-- run --config holdline.toml`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Show the manifest (not authenticated: use verify for that).
     Inspect {
         /// JSON output.
@@ -110,6 +128,8 @@ enum ImageError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
+    #[error("simulated board: {0}")]
+    Agent(holdline_update::AgentError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -232,6 +252,97 @@ fn run(cmd: Cmd) -> Result<String, ImageError> {
             allow_downgrade,
         ),
         Cmd::Inspect { json, bundle: path } => inspect(&path, json),
+        Cmd::SimRun {
+            state_dir,
+            factory,
+            max_boots,
+            args,
+        } => sim_run(&state_dir, factory.as_deref(), max_boots, &args),
+    }
+}
+
+/// The simulated board's power-on loop (see `Cmd::SimRun`).
+fn sim_run(
+    state_dir: &Path,
+    factory: Option<&Path>,
+    max_boots: u32,
+    args: &[String],
+) -> Result<String, ImageError> {
+    use holdline_update::slots::{Layout, Tools};
+    let mut agent = holdline_update::Agent::open(holdline_update::AgentConfig {
+        board: "sim".into(),
+        state_dir: state_dir.to_path_buf(),
+        layout: Layout::simulated(),
+        keys: Vec::new(),
+        commit_after_secs: 0,
+        trial_timeout_secs: 0,
+        tools: Tools::default(),
+    })
+    .map_err(ImageError::Agent)?;
+    let parent = std::os::unix::process::parent_id();
+    let mut boots = 0u32;
+    loop {
+        boots += 1;
+        let slot = agent.sim_launcher_power_on().map_err(ImageError::Agent)?;
+        let in_slot = agent
+            .sim_slot_dir(slot)
+            .map(|d| d.join("usr/bin/holdline"))
+            .filter(|p| p.exists());
+        let Some(bin) = in_slot.or_else(|| factory.map(Path::to_path_buf)) else {
+            return Err(ImageError::Io {
+                path: state_dir.join("slots"),
+                source: std::io::Error::other(format!(
+                    "slot {slot} holds no firmware and no --factory was given"
+                )),
+            });
+        };
+        eprintln!("sim-run: boot {boots}: slot {slot}: {}", bin.display());
+        let mut child = std::process::Command::new(&bin)
+            .args(args)
+            .spawn()
+            .map_err(|source| ImageError::Io {
+                path: bin.clone(),
+                source,
+            })?;
+        // The simulated board lives only as long as whoever started it: if
+        // that process dies, power off (stop the firmware) instead of
+        // leaving an orphan behind.
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(ImageError::Io {
+                        path: bin.clone(),
+                        source,
+                    })
+                }
+            }
+            if std::os::unix::process::parent_id() != parent {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ImageError::Io {
+                    path: bin,
+                    source: std::io::Error::other(
+                        "the process that started sim-run is gone; powered off",
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        if status.success() {
+            return Ok(format!(
+                "sim-run: firmware shut down cleanly after {boots} boot(s)\n"
+            ));
+        }
+        eprintln!("sim-run: firmware exited ({status}); power-cycling");
+        if max_boots != 0 && boots >= max_boots {
+            return Err(ImageError::Io {
+                path: bin,
+                source: std::io::Error::other(format!("stopped after {boots} boots")),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

@@ -236,3 +236,58 @@ fn every_board_builds() {
         assert_eq!(m.compatible, vec![board.to_string()]);
     }
 }
+
+#[test]
+fn sim_run_powers_on_runs_the_slot_and_power_cycles_on_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("update");
+    let script = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    // Factory firmware that shuts down cleanly: one boot, exit 0, args passed.
+    let marker = dir.path().join("args");
+    let good = script("good", &format!("echo \"$@\" > {}", marker.display()));
+    let out = ok(&tool(&[
+        "sim-run",
+        "--state-dir",
+        s(&state),
+        "--factory",
+        s(&good),
+        "--",
+        "run",
+        "--config",
+        "x.toml",
+    ]));
+    assert!(out.contains("after 1 boot"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        "run --config x.toml"
+    );
+    let env = std::fs::read_to_string(state.join("bootenv")).unwrap();
+    assert!(
+        env.contains("BOOTED=A") && env.contains("LAUNCHED=1"),
+        "{env}"
+    );
+    // Firmware that crashes is power-cycled until --max-boots.
+    let bad = script("bad", "exit 1");
+    let out = tool(&[
+        "sim-run",
+        "--state-dir",
+        s(&state),
+        "--factory",
+        s(&bad),
+        "--max-boots",
+        "3",
+    ]);
+    fails(&out, 3, "stopped after 3 boots");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("power-cycling")
+            .count(),
+        3
+    );
+}
