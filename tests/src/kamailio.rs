@@ -305,9 +305,91 @@ impl Kamailio {
         Ok(out.stdout)
     }
 
-    /// The whole location table (`ul.dump`).
+    /// Runs a JSON-RPC command over the instance's FIFO (no reply size
+    /// limit, unlike kamcmd) and returns its `result` (cloud only; bounded to
+    /// 60 s).
+    pub fn rpc(&self, method: &str, params: &[&str]) -> Result<serde_json::Value, RigError> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let what = format!("rpc {method}");
+        // jsonrpcs refuses reply names with a dot (or a slash).
+        let reply_name = format!("reply_{}_{n}", std::process::id());
+        let reply_path = self.dir.join(&reply_name);
+        nix::unistd::mkfifo(&reply_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| RigError::io(&what, e.into()))?;
+        let nonblock = nix::fcntl::OFlag::O_NONBLOCK.bits();
+        // Read-write so that opening never blocks and Kamailio's open for
+        // writing finds a reader.
+        let reply = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nonblock)
+            .open(&reply_path);
+        let result = reply
+            .map_err(|e| RigError::io(&what, e))
+            .and_then(|mut reply| {
+                let request = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "method": method,
+                    "params": params,
+                    "reply_name": reply_name,
+                    "id": n,
+                });
+                let mut fifo = fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nonblock)
+                    .open(self.dir.join("rpc.fifo"))
+                    .map_err(|e| RigError::io(&what, e))?;
+                fifo.write_all(format!("{request}\n").as_bytes())
+                    .map_err(|e| RigError::io(&what, e))?;
+                drop(fifo);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 1 << 16];
+                loop {
+                    match reply.read(&mut chunk) {
+                        Ok(len) if len > 0 => {
+                            buf.extend_from_slice(&chunk[..len]);
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(RigError::io(&what, e)),
+                    }
+                    // Nothing more for now: complete once it parses.
+                    if !buf.is_empty() {
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+                            return Ok(v);
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(RigError::Command {
+                            what,
+                            detail: format!("no complete reply in 60 s ({} bytes)", buf.len()),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        let _ = fs::remove_file(&reply_path);
+        let reply = result?;
+        if let Some(err) = reply.get("error") {
+            return Err(RigError::Command {
+                what: format!("rpc {method}"),
+                detail: err.to_string(),
+            });
+        }
+        Ok(reply
+            .get("result")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The whole location table (`ul.dump` over JSON-RPC, any size).
     pub fn location(&self) -> Result<Vec<LocationContact>, RigError> {
-        Ok(parse_ul_dump(&self.kamcmd(&["ul.dump"])?))
+        Ok(location_from_json(&self.rpc("ul.dump", &[])?))
     }
 
     /// Number of contacts in the location table (from statistics; cheap with
@@ -648,6 +730,50 @@ pub fn fill(template: &str, vars: &[(&str, String)]) -> String {
     out
 }
 
+/// Reads the contacts out of a JSON-RPC `ul.dump` result.
+pub fn location_from_json(result: &serde_json::Value) -> Vec<LocationContact> {
+    use serde_json::Value;
+    let text = |v: &Value, k: &str| -> Option<String> {
+        match v.get(k)? {
+            Value::String(s) if s == "[not set]" => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let list = |v: Option<&Value>| -> Vec<Value> {
+        v.and_then(Value::as_array).cloned().unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for domain in list(result.get("Domains")) {
+        for aor in list(domain.get("Domain").and_then(|d| d.get("AoRs"))) {
+            let Some(info) = aor.get("Info") else {
+                continue;
+            };
+            let name = text(info, "AoR").unwrap_or_default();
+            for c in list(info.get("Contacts")) {
+                let Some(c) = c.get("Contact") else { continue };
+                out.push(LocationContact {
+                    aor: name.clone(),
+                    address: text(c, "Address").unwrap_or_default(),
+                    expires: c.get("Expires").and_then(Value::as_i64),
+                    call_id: text(c, "Call-ID"),
+                    cseq: c
+                        .get("CSeq")
+                        .and_then(Value::as_u64)
+                        .and_then(|v| u32::try_from(v).ok()),
+                    path: text(c, "Path"),
+                    received: text(c, "Received"),
+                    socket: text(c, "Socket"),
+                    user_agent: text(c, "User-Agent"),
+                    instance: text(c, "Instance"),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Parses `kamcmd ul.dump` output (binrpc's indented `Key: value` text).
 pub fn parse_ul_dump(text: &str) -> Vec<LocationContact> {
     let mut out: Vec<LocationContact> = Vec::new();
@@ -715,6 +841,23 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].aor, "1000");
         assert_eq!(c[0].address, "sip:1000@127.9.9.10:5062;transport=UDP");
+        assert_eq!(c[0].expires, Some(3597));
+        assert_eq!(c[0].cseq, Some(2));
+        assert_eq!(c[0].path.as_deref(), Some("<sip:127.9.9.1:5070;lr>"));
+        assert_eq!(c[0].received, None);
+    }
+
+    #[test]
+    fn parses_ul_dump_json() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"Domains":[{"Domain":{"Domain":"location","AoRs":[{"Info":{"AoR":"1000",
+            "Contacts":[{"Contact":{"Address":"sip:1000@127.9.9.10:5062","Expires":3597,
+            "Call-ID":"c1","CSeq":2,"Path":"<sip:127.9.9.1:5070;lr>","Received":"[not set]"}}]}}]}}]}"#,
+        )
+        .expect("json");
+        let c = location_from_json(&v);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].aor, "1000");
         assert_eq!(c[0].expires, Some(3597));
         assert_eq!(c[0].cseq, Some(2));
         assert_eq!(c[0].path.as_deref(), Some("<sip:127.9.9.1:5070;lr>"));

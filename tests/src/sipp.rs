@@ -30,6 +30,7 @@ pub enum Scenario {
     /// Each row registers and refreshes in the same registration every
     /// `REFRESH_MS` (default 30000), `REGISTRATIONS` REGISTERs in all (default 3);
     /// answers a challenge when there is one, accepts a 200 without one.
+    /// `CONTACT_HOSTPORT` (default its own address) points the Contact elsewhere.
     RegisterRefresh,
     /// Each row calls field 2, answers the challenge, holds `HOLD_MS` (default 1000), hangs up.
     Uac,
@@ -77,7 +78,11 @@ impl Scenario {
             Scenario::Uac => vec![("HOLD_MS", "1000")],
             Scenario::Uas => vec![("RING_MS", "200"), ("BYE_TIMEOUT_MS", "60000")],
             Scenario::Subscribe => vec![("IDLE_MS", "5000"), ("ON_DEACTIVATED", "resubscribe")],
-            Scenario::RegisterRefresh => vec![("REFRESH_MS", "30000"), ("REGISTRATIONS", "3")],
+            Scenario::RegisterRefresh => vec![
+                ("REFRESH_MS", "30000"),
+                ("REGISTRATIONS", "3"),
+                ("CONTACT_HOSTPORT", "[local_ip]:[local_port]"),
+            ],
             _ => Vec::new(),
         }
     }
