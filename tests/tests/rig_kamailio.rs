@@ -338,3 +338,25 @@ fn a_frozen_cloud_is_silent_until_thawed() {
     // Dropped frozen: must still stop (covered by Drop's thaw).
     cloud.freeze().expect("SIGSTOP again");
 }
+
+#[test]
+fn a_location_table_of_hundreds_reads_whole() {
+    // kamcmd's binrpc refuses replies this large; the rig reads over JSON-RPC.
+    let block = Block::allocate();
+    let users = User::numbered(3000, 300);
+    let cloud = cloud(&block, &users);
+    let res = Sipp::new(Scenario::Register)
+        .local(block.phone(0), PHONE_PORT)
+        .remote(cloud.addr().into())
+        .users(&users)
+        .rate(100.0)
+        .timeout(Duration::from_secs(180))
+        .run()
+        .expect("sipp runs");
+    assert!(res.all_ok(), "{res}");
+    let table = cloud
+        .wait_location(Duration::from_secs(30), |t| t.len() >= 300)
+        .expect("ul.dump over JSON-RPC");
+    assert_eq!(table.len(), 300);
+    assert_eq!(cloud.location_count().expect("statistics"), 300);
+}
