@@ -198,12 +198,32 @@ fn the_uplink_probe_sees_the_cloud_up_with_a_round_trip_time() {
     let _cloud =
         Kamailio::start(block.cloud(), KamailioOpts::with_users(Vec::new())).expect("cloud");
     let hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline");
+    // The monitor presumes the cloud up at start; wait for real answers.
     let cloud = hl
         .wait_console(&["show", "cloud"], Duration::from_secs(20), |j| {
-            j.contains("\"state\":\"up\"")
+            j.contains("\"last_status\":200")
         })
         .expect("console");
     assert!(cloud.contains("\"state\":\"up\""), "{cloud}");
     assert!(cloud.contains("\"last_status\":200"), "{cloud}");
     assert!(!cloud.contains("\"rtt_ms\":null"), "{cloud}");
+    assert!(!cloud.contains("\"probes_answered\":0,"), "{cloud}");
+
+    // A technician forces the uplink down, then back to automatic.
+    let forced = hl
+        .console_json(&["cloud", "force-down"])
+        .expect("force-down");
+    assert!(forced.contains("\"state\":\"down\""), "{forced}");
+    assert!(forced.contains("\"mode\":\"forceddown\""), "{forced}");
+    let auto = hl.console_json(&["cloud", "auto"]).expect("auto");
+    assert!(auto.contains("\"mode\":\"auto\""), "{auto}");
+    // Back from Down goes through the hold-down (Recovering), then Up.
+    let back = hl
+        .wait_console(&["show", "cloud"], Duration::from_secs(60), |j| {
+            j.contains("\"state\":\"up\"")
+        })
+        .expect("console");
+    assert!(back.contains("\"state\":\"up\""), "{back}");
+    let log = hl.console_json(&["show", "log"]).expect("log");
+    assert!(log.contains("uplink"), "{log}");
 }

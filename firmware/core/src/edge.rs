@@ -94,6 +94,15 @@ pub enum StoreWrite {
         /// Id.
         id: String,
     },
+    /// Append to the event log (uplink transitions).
+    Event {
+        /// Unix seconds.
+        at: i64,
+        /// Kind, e.g. `uplink`.
+        kind: String,
+        /// What happened.
+        detail: String,
+    },
     /// New MWI state for an AoR.
     SetMwi {
         /// AoR.
@@ -163,6 +172,7 @@ struct ReturnRoute {
     side: Side,
     peer: Peer,
     until: Instant,
+    sent_at: Instant,
 }
 
 /// The edge proxy.
@@ -183,6 +193,7 @@ pub struct Edge {
     store_jobs: VecDeque<StoreJob>,
     next_sweep: Instant,
     stats: Stats,
+    logs: VecDeque<String>,
 }
 
 /// Unix seconds at `now`, given a base pair.
@@ -248,6 +259,7 @@ impl Edge {
             store_jobs: VecDeque::new(),
             next_sweep: now + SWEEP,
             stats: Stats::default(),
+            logs: VecDeque::new(),
         }
     }
 
@@ -330,18 +342,68 @@ impl Edge {
 
     /// When [`Edge::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
-        self.probe.poll_timeout().min(self.next_sweep)
+        match self.probe.poll_timeout() {
+            Some(t) => t.min(self.next_sweep),
+            None => self.next_sweep,
+        }
+    }
+
+    /// Next line for the daemon's log (uplink transitions, mode changes).
+    pub fn poll_log(&mut self) -> Option<String> {
+        self.logs.pop_front()
+    }
+
+    /// `cloud force-down|force-up|auto`.
+    pub fn set_cloud_mode(&mut self, now: Instant, mode: holdline_survival::uplink::Mode) {
+        self.probe.set_mode(now, mode);
+        self.drain_uplink_events(now);
+    }
+
+    fn drain_uplink_events(&mut self, now: Instant) {
+        use holdline_survival::uplink::UplinkEvent;
+        let mut writes = Vec::new();
+        let at = self.unix(now);
+        while let Some(e) = self.probe.poll_event() {
+            let detail = match e {
+                UplinkEvent::Transition {
+                    from, to, reason, ..
+                } => {
+                    format!("cloud {from} -> {to} ({reason:?})")
+                }
+                UplinkEvent::ResyncAllowed {
+                    flap_level,
+                    rate_divisor,
+                    ..
+                } => format!(
+                    "cloud back: resync allowed (flap level {flap_level}, rate / {rate_divisor})"
+                ),
+                UplinkEvent::ModeChanged { mode, .. } => format!("cloud mode {mode:?}"),
+            };
+            self.logs.push_back(detail.clone());
+            writes.push(StoreWrite::Event {
+                at,
+                kind: "uplink".into(),
+                detail,
+            });
+        }
+        if !writes.is_empty() {
+            self.store_jobs.push_back(StoreJob {
+                token: None,
+                writes,
+            });
+        }
     }
 
     /// Timers: probe, housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.probe.handle_timeout(now);
         let seed = self.cfg.seed;
-        if let Some(branch) = self.probe.poll_send(now, |n| {
+        while let Some(branch) = self.probe.poll_send(now, |n| {
             format!("{BRANCH_PREFIX}P{n:x}-{:x}", seed & 0xffff_ffff)
         }) {
             self.send_probe(&branch);
         }
+        self.drain_uplink_events(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.calls.sweep(now);
@@ -515,7 +577,7 @@ impl Edge {
         let cloud = self.cfg.cloud;
         let hp = self.local_hostport(Side::Wan, cloud.transport);
         let d = &self.cfg.domain;
-        let seq = self.probe.sent;
+        let seq = self.probe.sent();
         let raw = format!(
             "OPTIONS sip:{d} SIP/2.0\r\n\
              Via: SIP/2.0/{t} {hp};branch={branch};rport\r\n\
@@ -638,6 +700,7 @@ impl Edge {
                     side: from_side,
                     peer: from,
                     until: now + ttl,
+                    sent_at: now,
                 },
             );
         }
@@ -987,7 +1050,13 @@ impl Edge {
             return;
         }
         let status = msg.status().unwrap_or(0);
-        if side == Side::Wan && self.probe.on_response(now, &branch, status) {
+        let retry_after = msg
+            .header("Retry-After")
+            .and_then(|v| v.split([';', '(']).next())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if side == Side::Wan && self.probe.on_response(now, &branch, status, retry_after) {
+            self.drain_uplink_events(now);
             return;
         }
         msg.pop_via();
@@ -1017,6 +1086,14 @@ impl Edge {
             // A response must cross sides; anything else is spoofed or looped.
             self.stats.dropped += 1;
             return;
+        }
+        // Every answer from the cloud is evidence for the uplink monitor.
+        if side == Side::Wan {
+            if let Some(r) = ret {
+                self.probe
+                    .on_cloud_response(now, r.sent_at, status, retry_after);
+                self.drain_uplink_events(now);
+            }
         }
         let cseq_method = msg.cseq().map(|c| c.method);
         if status >= 200 {

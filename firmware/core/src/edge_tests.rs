@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::calls::CallState;
-use crate::uplink::Uplink;
 
 const PHONE: &str = "10.0.0.5:5062"; // the phone's NAT'd source address
 const CLOUD: &str = "192.0.2.10:5060";
@@ -563,26 +562,28 @@ fn probe_measures_rtt_and_goes_down_on_silence() {
     let resp = answer(&m, 200, "OK", "");
     edge.handle_message(later, Side::Wan, peer(CLOUD), resp.as_bytes());
     assert!(edge.poll_transmit().is_none(), "probe answers are consumed");
-    assert_eq!(
-        edge.probe().state(),
-        &Uplink::Up {
-            since: later,
-            rtt: Duration::from_millis(40)
-        }
-    );
+    assert_eq!(edge.probe().state_name(), "up");
+    assert_eq!(edge.probe().last_rtt, Some(Duration::from_millis(40)));
+    assert_eq!(edge.probe().answered, 1);
     // silence: three missed probes → down (follow poll_timeout, virtual time)
     let mut seen_suspect = false;
     for _ in 0..200 {
         let t = edge.poll_timeout();
         edge.handle_timeout(t);
         while edge.poll_transmit().is_some() {}
-        seen_suspect |= edge.probe().state().name() == "suspect";
-        if edge.probe().state().name() == "down" {
+        seen_suspect |= edge.probe().state_name() == "suspect";
+        if edge.probe().state_name() == "down" {
             break;
         }
     }
     assert!(seen_suspect);
-    assert_eq!(edge.probe().state().name(), "down");
+    // the transitions are logged and go to the store's event log
+    let mut logged = Vec::new();
+    while let Some(l) = edge.poll_log() {
+        logged.push(l);
+    }
+    assert!(logged.iter().any(|l| l.contains("-> down")), "{logged:?}");
+    assert_eq!(edge.probe().state_name(), "down");
 }
 
 #[test]

@@ -24,4 +24,4 @@ pub use calls::{Call, CallState, Calls, Direction};
 pub use edge::{Edge, EdgeConfig, Stats, StoreJob, StoreWrite};
 pub use subs::{Mwi, SubState, Subs, Subscription};
 pub use types::{Peer, Side, Subnet, Transmit, Transport};
-pub use uplink::{Probe, ProbeConfig, Uplink};
+pub use uplink::{state_name, Probe, ProbeConfig, Uplink};

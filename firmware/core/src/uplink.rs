@@ -1,107 +1,106 @@
-//! The OPTIONS probe of the cloud: when to send, what came back, and the
-//! resulting uplink state. (The full Up → Suspect → Down → Recovering
-//! machine with hold-down lives in holdline-survival; this is the probe
-//! and the state it observes.)
+//! The OPTIONS probe of the cloud, driving holdline-survival's uplink state
+//! machine ([`UplinkMonitor`]: Up → Suspect → Down → Recovering with a
+//! hold-down that grows when the cloud flaps). This module adds what the
+//! monitor leaves to its driver: which Via branch belongs to which probe,
+//! round-trip times, and `Instant` ↔ [`Millis`] conversion.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The uplink as the probe sees it; each state carries its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Uplink {
-    /// No probe answered or missed yet.
-    Unknown,
-    /// The last probe was answered.
-    Up {
-        /// Since when.
-        since: Instant,
-        /// Round-trip time of the last answer.
-        rtt: Duration,
-    },
-    /// Some probes in a row missed, fewer than the down threshold.
-    Suspect {
-        /// Since when.
-        since: Instant,
-        /// Missed in a row.
-        missed: u32,
-    },
-    /// `down_after` probes in a row missed.
-    Down {
-        /// Since when.
-        since: Instant,
-        /// Missed in a row.
-        missed: u32,
-    },
+use holdline_survival::uplink::{
+    Mode, ProbeId, UplinkConfig, UplinkEvent, UplinkInput, UplinkKind, UplinkMonitor, UplinkStatus,
+};
+use holdline_survival::Millis;
+
+pub use holdline_survival::uplink::Uplink;
+
+/// Probe settings (the daemon's `[uplink]` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Interval between probes while Up.
+    pub interval: Duration,
+    /// A probe unanswered this long is a failure.
+    pub timeout: Duration,
+    /// Failures in a row before Down.
+    pub down_after: u32,
 }
 
-impl Uplink {
-    /// Short name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Uplink::Unknown => "unknown",
-            Uplink::Up { .. } => "up",
-            Uplink::Suspect { .. } => "suspect",
-            Uplink::Down { .. } => "down",
+impl ProbeConfig {
+    /// The monitor's settings: survival's defaults with ours on top
+    /// (Suspect probes at least as fast as Up ones).
+    pub fn monitor_config(&self) -> UplinkConfig {
+        let d = UplinkConfig::default();
+        UplinkConfig {
+            probe_interval_up: self.interval,
+            probe_interval_suspect: d.probe_interval_suspect.min(self.interval),
+            probe_interval_down: d
+                .probe_interval_down
+                .max(self.interval)
+                .min(self.interval * 2),
+            probe_interval_recovering: self.interval,
+            probe_timeout: self.timeout,
+            down_after_failures: self.down_after.max(1),
+            ..d
         }
     }
 }
 
-/// An OPTIONS in flight.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outstanding {
-    /// Via branch of the probe.
-    pub branch: String,
-    /// Sent at.
-    pub sent_at: Instant,
+/// Short, static name of an uplink state (`up`, `suspect`, `down`, `recovering`).
+pub fn state_name(u: &Uplink) -> &'static str {
+    match u.kind() {
+        UplinkKind::Up => "up",
+        UplinkKind::Suspect => "suspect",
+        UplinkKind::Down => "down",
+        UplinkKind::Recovering => "recovering",
+    }
 }
 
-/// Probe settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeConfig {
-    /// Interval between probes.
-    pub interval: Duration,
-    /// Missed after this long.
-    pub timeout: Duration,
-    /// Missed in a row before Down.
-    pub down_after: u32,
-}
-
-/// The probe.
+/// The probe and the uplink state it drives.
 #[derive(Debug)]
 pub struct Probe {
     cfg: ProbeConfig,
-    state: Uplink,
-    next_send: Instant,
-    outstanding: Option<Outstanding>,
-    seq: u64,
-    /// Probes sent.
-    pub sent: u64,
+    epoch: Instant,
+    monitor: UplinkMonitor,
+    outstanding: HashMap<String, (ProbeId, Instant)>,
     /// Probes answered.
     pub answered: u64,
-    /// Last RTT measured.
+    /// Round-trip time of the last answered probe.
     pub last_rtt: Option<Duration>,
-    /// Status code of the last answer.
+    /// Status code of the last answered probe.
     pub last_status: Option<u16>,
 }
 
 impl Probe {
-    /// A probe that sends its first OPTIONS at `now`.
+    /// A probe whose first OPTIONS is due at `now`; the cloud is presumed Up.
     pub fn new(cfg: ProbeConfig, now: Instant) -> Self {
         Probe {
             cfg,
-            state: Uplink::Unknown,
-            next_send: now,
-            outstanding: None,
-            seq: 0,
-            sent: 0,
+            epoch: now,
+            monitor: UplinkMonitor::new(cfg.monitor_config(), Millis::ZERO),
+            outstanding: HashMap::new(),
             answered: 0,
             last_rtt: None,
             last_status: None,
         }
     }
 
+    fn ms(&self, t: Instant) -> Millis {
+        Millis::from_instant(self.epoch, t)
+    }
+
     /// Current state.
     pub fn state(&self) -> &Uplink {
-        &self.state
+        self.monitor.state()
+    }
+
+    /// Current state's name.
+    pub fn state_name(&self) -> &'static str {
+        state_name(self.monitor.state())
+    }
+
+    /// Requests should go to the cloud (Up or Suspect).
+    pub fn cloud_usable(&self) -> bool {
+        self.monitor.cloud_usable()
     }
 
     /// Settings.
@@ -109,80 +108,113 @@ impl Probe {
         self.cfg
     }
 
-    /// If a probe is due, records it as sent and returns its sequence number
-    /// (the caller makes the branch `…-probe-<seq>` and sends the OPTIONS).
+    /// Probes handed out.
+    pub fn sent(&self) -> u64 {
+        self.monitor.counters().probes_sent
+    }
+
+    /// Everything `show cloud` needs (times in the monitor's milliseconds).
+    pub fn status(&self, now: Instant) -> UplinkStatus {
+        self.monitor.status(self.ms(now))
+    }
+
+    /// `Millis` of the monitor → `Instant`.
+    pub fn instant(&self, m: Millis) -> Instant {
+        m.to_instant(self.epoch)
+    }
+
+    /// Current override mode.
+    pub fn mode(&self) -> Mode {
+        self.monitor.mode()
+    }
+
+    /// If a probe is due, records it and returns its Via branch (made by
+    /// `branch_for` from the probe's number). Call until `None`.
     pub fn poll_send(
         &mut self,
         now: Instant,
-        branch_for: impl FnOnce(u64) -> String,
+        branch_for: impl Fn(u64) -> String,
     ) -> Option<String> {
-        if self.outstanding.is_some() || now < self.next_send {
-            return None;
-        }
-        self.seq += 1;
-        self.sent += 1;
-        let branch = branch_for(self.seq);
-        self.outstanding = Some(Outstanding {
-            branch: branch.clone(),
-            sent_at: now,
-        });
-        self.next_send = now + self.cfg.interval;
+        let at = self.ms(now);
+        let id = self.monitor.poll_probe(at)?;
+        let branch = branch_for(id.0);
+        self.outstanding.insert(branch.clone(), (id, now));
         Some(branch)
     }
 
-    /// A response arrived with this Via branch; true when it was our probe.
-    /// Any answer, even an error status, proves the cloud is alive.
-    pub fn on_response(&mut self, now: Instant, branch: &str, status: u16) -> bool {
-        let Some(o) = &self.outstanding else {
+    /// A response with this Via branch arrived; true when it answered a probe.
+    /// Any answer, even an error status, proves the cloud alive (the monitor
+    /// counts a 503 without a short Retry-After as a failure).
+    pub fn on_response(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        status: u16,
+        retry_after: Option<Duration>,
+    ) -> bool {
+        let Some((id, sent)) = self.outstanding.remove(branch) else {
             return false;
         };
-        if o.branch != branch {
-            return false;
-        }
-        let rtt = now.saturating_duration_since(o.sent_at);
-        self.outstanding = None;
         self.answered += 1;
-        self.last_rtt = Some(rtt);
+        self.last_rtt = Some(now.saturating_duration_since(sent));
         self.last_status = Some(status);
-        let since = match &self.state {
-            Uplink::Up { since, .. } => *since,
-            _ => now,
-        };
-        self.state = Uplink::Up { since, rtt };
+        let at = self.ms(now);
+        self.monitor.handle(
+            at,
+            UplinkInput::ProbeResponse {
+                id,
+                status,
+                retry_after,
+            },
+        );
         true
     }
 
-    /// Checks the probe deadline.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(o) = &self.outstanding else {
-            return;
-        };
-        if now < o.sent_at + self.cfg.timeout {
-            return;
-        }
-        self.outstanding = None;
-        let missed = match &self.state {
-            Uplink::Suspect { missed, .. } | Uplink::Down { missed, .. } => missed + 1,
-            _ => 1,
-        };
-        let since = match &self.state {
-            Uplink::Suspect { since, .. } if missed < self.cfg.down_after => *since,
-            Uplink::Down { since, .. } => *since,
-            _ => now,
-        };
-        self.state = if missed >= self.cfg.down_after {
-            Uplink::Down { since, missed }
-        } else {
-            Uplink::Suspect { since, missed }
-        };
+    /// Any other response from the cloud to a request sent at `sent_at`.
+    pub fn on_cloud_response(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        status: u16,
+        retry_after: Option<Duration>,
+    ) {
+        let (at, sent_at) = (self.ms(now), self.ms(sent_at));
+        self.monitor.handle(
+            at,
+            UplinkInput::CloudResponse {
+                sent_at,
+                status,
+                retry_after,
+            },
+        );
     }
 
-    /// The next instant the probe needs attention.
-    pub fn poll_timeout(&self) -> Instant {
-        match &self.outstanding {
-            Some(o) => o.sent_at + self.cfg.timeout,
-            None => self.next_send,
-        }
+    /// `cloud force-down` / `force-up` / `auto`.
+    pub fn set_mode(&mut self, now: Instant, mode: Mode) {
+        let at = self.ms(now);
+        self.monitor.set_mode(at, mode);
+    }
+
+    /// Expires probes and hold-downs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let at = self.ms(now);
+        self.monitor.handle_timeout(at);
+        // Forget branches of probes the monitor has already counted as lost.
+        let keep = self.cfg.timeout * 4 + Duration::from_secs(1);
+        self.outstanding
+            .retain(|_, (_, sent)| now.saturating_duration_since(*sent) < keep);
+    }
+
+    /// When [`Probe::handle_timeout`] / [`Probe::poll_send`] next have work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.monitor
+            .poll_timeout()
+            .map(|m| m.to_instant(self.epoch))
+    }
+
+    /// Transitions and other events, oldest first.
+    pub fn poll_event(&mut self) -> Option<UplinkEvent> {
+        self.monitor.poll_event()
     }
 }
 
@@ -192,48 +224,67 @@ mod tests {
 
     fn cfg() -> ProbeConfig {
         ProbeConfig {
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(300),
             down_after: 3,
         }
     }
 
     #[test]
-    fn answered_probe_is_up_with_rtt() {
+    fn answered_probe_keeps_up_and_measures_rtt() {
         let t0 = Instant::now();
         let mut p = Probe::new(cfg(), t0);
-        let b = p.poll_send(t0, |n| format!("b{n}")).expect("due");
+        let b = p.poll_send(t0, |n| format!("b{n}")).expect("due at start");
         assert!(p.poll_send(t0, |n| format!("b{n}")).is_none());
-        assert!(!p.on_response(t0, "other", 200));
-        assert!(p.on_response(t0 + Duration::from_millis(30), &b, 200));
-        assert_eq!(
-            p.state(),
-            &Uplink::Up {
-                since: t0 + Duration::from_millis(30),
-                rtt: Duration::from_millis(30)
-            }
-        );
-        assert_eq!(p.poll_timeout(), t0 + Duration::from_secs(5));
+        assert!(!p.on_response(t0, "other", 200, None));
+        assert!(p.on_response(t0 + Duration::from_millis(30), &b, 200, None));
+        assert_eq!(p.state_name(), "up");
+        assert_eq!(p.last_rtt, Some(Duration::from_millis(30)));
+        assert_eq!(p.sent(), 1);
     }
 
     #[test]
-    fn missed_probes_go_suspect_then_down_then_up() {
+    fn silence_goes_suspect_then_down_within_about_a_second_then_recovers() {
         let t0 = Instant::now();
         let mut p = Probe::new(cfg(), t0);
         let mut t = t0;
-        for i in 1..=3u32 {
-            assert!(p.poll_send(t, |n| format!("b{n}")).is_some());
-            t += Duration::from_secs(1);
+        let mut seen = Vec::new();
+        while t < t0 + Duration::from_secs(3) {
             p.handle_timeout(t);
-            if i < 3 {
-                assert!(matches!(p.state(), Uplink::Suspect { missed, .. } if *missed == i));
+            while p.poll_send(t, |n| format!("b{n}")).is_some() {}
+            while let Some(e) = p.poll_event() {
+                if let UplinkEvent::Transition { to, .. } = e {
+                    seen.push((to, t.duration_since(t0)));
+                }
             }
-            t = p.poll_timeout();
+            t = p
+                .poll_timeout()
+                .unwrap_or(t + Duration::from_millis(10))
+                .max(t + Duration::from_millis(1));
         }
-        assert!(matches!(p.state(), Uplink::Down { missed: 3, .. }));
-        let b = p.poll_send(t, |n| format!("b{n}")).expect("due");
-        assert!(p.on_response(t, &b, 503));
-        assert_eq!(p.state().name(), "up");
-        assert_eq!(p.last_status, Some(503));
+        assert_eq!(p.state_name(), "down");
+        let down_at = seen
+            .iter()
+            .find(|(k, _)| *k == UplinkKind::Down)
+            .map(|(_, d)| *d)
+            .expect("went down");
+        assert!(down_at <= Duration::from_millis(1500), "{seen:?}");
+        // answers again: Recovering, not Up at once (hold-down)
+        let b = p
+            .poll_send(t + Duration::from_secs(1), |n| format!("r{n}"))
+            .expect("probe while down");
+        assert!(p.on_response(t + Duration::from_secs(1), &b, 200, None));
+        assert_eq!(p.state_name(), "recovering");
+    }
+
+    #[test]
+    fn forced_down_and_back() {
+        let t0 = Instant::now();
+        let mut p = Probe::new(cfg(), t0);
+        p.set_mode(t0, Mode::ForcedDown);
+        assert!(!p.cloud_usable());
+        assert_eq!(p.mode(), Mode::ForcedDown);
+        p.set_mode(t0, Mode::Auto);
+        assert_eq!(p.mode(), Mode::Auto);
     }
 }

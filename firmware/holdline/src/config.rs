@@ -294,7 +294,9 @@ impl Default for Cloud {
     }
 }
 
-/// `[uplink]` (extension): the OPTIONS probe of the cloud.
+/// `[uplink]` (extension): the OPTIONS probe of the cloud, which drives
+/// holdline-survival's uplink state machine (Down within about a second of
+/// silence: 3 missed probes, probing faster while Suspect).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Uplink {
@@ -309,8 +311,8 @@ pub struct Uplink {
 impl Default for Uplink {
     fn default() -> Self {
         Uplink {
-            probe_interval_ms: 5_000,
-            probe_timeout_ms: 1_000,
+            probe_interval_ms: 500,
+            probe_timeout_ms: 400,
             down_after: 3,
         }
     }

@@ -84,7 +84,7 @@ pub fn answer_from_edge(
                 fields: vec![
                     ("version", version().into()),
                     ("uptime_s", secs(now.saturating_duration_since(started))),
-                    ("cloud", edge.probe().state().name().into()),
+                    ("cloud", edge.probe().state_name().into()),
                     ("bindings", edge.bindings().len().into()),
                     ("aors", edge.bindings().aors().into()),
                     ("calls_active", edge.calls().active().into()),
@@ -234,30 +234,39 @@ pub fn answer_from_edge(
         }
         Command::ShowCloud => {
             let p = edge.probe();
-            let (since, rtt, missed) = match p.state() {
-                Uplink::Unknown => (None, None, 0),
-                Uplink::Up { since, rtt } => (Some(*since), Some(*rtt), 0),
-                Uplink::Suspect { since, missed } | Uplink::Down { since, missed } => {
-                    (Some(*since), None, *missed)
-                }
+            let st = p.status(now);
+            let since = p.instant(st.state.since());
+            let (failures, hold_down) = match &st.state {
+                Uplink::Suspect { failures, .. } => (*failures, None),
+                Uplink::Recovering {
+                    failures,
+                    hold_down,
+                    ..
+                } => (*failures, Some(*hold_down)),
+                _ => (0, None),
             };
+            let rtt = if p.state_name() == "up" {
+                p.last_rtt
+            } else {
+                None
+            };
+            let c = &st.counters;
             Answer::ok(vec![Block::Fields {
                 name: "cloud",
                 fields: vec![
                     ("proxy", edge.cloud().to_string().into()),
-                    ("state", p.state().name().into()),
-                    (
-                        "since_s",
-                        since
-                            .map(|s| now.saturating_duration_since(s))
-                            .map(secs)
-                            .unwrap_or(Value::Null),
-                    ),
+                    ("state", p.state_name().into()),
+                    ("mode", format!("{:?}", st.mode).to_lowercase().into()),
+                    ("since_s", secs(now.saturating_duration_since(since))),
                     ("rtt_ms", rtt.map(ms).unwrap_or(Value::Null)),
                     ("last_rtt_ms", p.last_rtt.map(ms).unwrap_or(Value::Null)),
-                    ("missed", missed.into()),
-                    ("probes_sent", p.sent.into()),
-                    ("probes_answered", p.answered.into()),
+                    ("failures", failures.into()),
+                    ("hold_down_s", hold_down.map(secs).unwrap_or(Value::Null)),
+                    ("flap_level", st.flap_level.into()),
+                    ("probes_sent", c.probes_sent.into()),
+                    ("probes_answered", c.probes_answered.into()),
+                    ("probes_timed_out", c.probes_timed_out.into()),
+                    ("to_down", c.to_down.into()),
                     ("last_status", p.last_status.map(u32::from).into()),
                     ("probe_interval_ms", ms(p.config().interval)),
                 ],

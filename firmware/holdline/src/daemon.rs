@@ -14,10 +14,12 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use holdline_console::command::{CloudMode, Command};
 use holdline_console::serial::{Login, SerialConfig};
 use holdline_core::{Edge, EdgeConfig, Peer, ProbeConfig, Subnet, Transport};
 use holdline_health::tasks;
 use holdline_store::{Store, StoreOptions};
+use holdline_survival::uplink::Mode;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -71,9 +73,10 @@ fn publish(
     )
     .map(|a| a.json())
     .unwrap_or_default();
-    let rtt_s = match edge.probe().state() {
-        holdline_core::Uplink::Up { rtt, .. } => Some(rtt.as_secs_f64()),
-        _ => None,
+    let rtt_s = if edge.probe().state_name() == "up" {
+        edge.probe().last_rtt.map(|d| d.as_secs_f64())
+    } else {
+        None
     };
     appstate::write(
         shared,
@@ -84,7 +87,7 @@ fn publish(
             } else {
                 vec!["a critical task is not checking in".to_string()]
             },
-            cloud: edge.probe().state().name().to_string(),
+            cloud: edge.probe().state_name().to_string(),
             status_json: status,
             bindings: edge.bindings().len(),
             subscriptions: edge.subs().len(),
@@ -417,6 +420,27 @@ pub async fn run(cfg: Config) -> Exit {
             Wake::Net(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
             Wake::Net(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
             Wake::StoreDone(token, ok) => edge.handle_store_done(now, token, ok),
+            Wake::Console(req) if matches!(req.command, Command::Cloud(_)) => {
+                if let Command::Cloud(m) = req.command {
+                    let mode = match m {
+                        CloudMode::ForceDown => Mode::ForcedDown,
+                        CloudMode::ForceUp => Mode::ForcedUp,
+                        CloudMode::Auto => Mode::Auto,
+                    };
+                    edge.set_cloud_mode(now, mode);
+                }
+                let answer = console_srv::answer_from_edge(
+                    &Command::ShowCloud,
+                    &edge,
+                    now,
+                    started,
+                    &store,
+                    net.tcp_count(),
+                    Some(&hw),
+                )
+                .unwrap_or_else(|| holdline_console::render::Answer::error("internal"));
+                let _ = req.reply.send(answer);
+            }
             Wake::Console(req) => {
                 let answer = console_srv::answer_from_edge(
                     &req.command,
@@ -469,7 +493,7 @@ pub async fn run(cfg: Config) -> Exit {
                 store_task.check_in(now);
             }
             publish(&shared, &edge, &hw, &store, now, started, net.tcp_count());
-            let cloud = edge.probe().state().name();
+            let cloud = edge.probe().state_name();
             if cloud != last_cloud {
                 last_cloud = cloud;
                 let _ = cloud_tx.send(cloud);
@@ -477,6 +501,9 @@ pub async fn run(cfg: Config) -> Exit {
             }
         }
         sip_task.check_in(now);
+        while let Some(line) = edge.poll_log() {
+            info!("{line}");
+        }
         while let Some(t) = edge.poll_transmit() {
             net.send(t.side, t.to, t.bytes);
         }

@@ -126,6 +126,9 @@ pub fn write_to_store(w: core::StoreWrite) -> store::Write {
             store::Write::UpsertSubscription(sub_to_store(s))
         }
         core::StoreWrite::RemoveSubscription { id } => store::Write::RemoveSubscription { id },
+        core::StoreWrite::Event { at, kind, detail } => {
+            store::Write::Event(store::Event { at, kind, detail })
+        }
         core::StoreWrite::SetMwi { aor, mwi } => store::Write::SetMwi {
             aor,
             body: mwi.body,

@@ -1,0 +1,1592 @@
+//! Survival wiring: how [`Edge`] drives holdline-survival (issue 4).
+//!
+//! A child module of `edge` (it reads the edge's private state); edge.rs
+//! calls the `sv_*` hooks at the points where a message crosses it.
+//!
+//! - Uplink: [`UplinkMonitor`] replaces the simple probe. Fed by probe
+//!   answers and time-outs, every response from the cloud
+//!   (`CloudResponse`, incl. 503 with/without Retry-After), INVITEs that
+//!   got nothing within the fail-fast interval (`TransactionTimeout`) and
+//!   send errors the driver reports ([`Edge::handle_transport_error`]).
+//!   Transitions leave as [`EdgeEvent::Uplink`].
+//! - Registrar: while the cloud is not usable (Down, Recovering) REGISTERs
+//!   are answered here by [`registrar::decide`]: refreshes of known
+//!   bindings get a short jittered expiry and mark the phone alive, unknown
+//!   phones get a `LocalOnly` binding (never given to the cloud).
+//! - Calls: [`RoutePolicy`] for new INVITEs while not usable (site phone /
+//!   backup / emergency / 503 + Retry-After) and fail-fast while usable
+//!   (no answer within the interval: CANCEL upstream, route locally when a
+//!   local route exists). In-dialog requests whose Request-URI is a site
+//!   phone go straight to it when no Route is left or the cloud is not
+//!   usable (mid-call BYE/re-INVITE of a site-to-site call).
+//! - BLF/MWI: at Down every active cloud subscription is taken over in its
+//!   dialog (survival [`SvSubscription`]: CSeq and version continue above
+//!   the last seen); NOTIFYs are built from the calls the edge tracks
+//!   ([`BlfBoard`]) and the cached MWI; new SUBSCRIBEs while not usable are
+//!   served locally; taken-over subscriptions are ended with
+//!   `terminated;reason=deactivated` by the resync pacer.
+//! - Resync: on `ResyncAllowed`, [`resync::plan`] over the bindings
+//!   (provenance, liveness = refreshed since the outage began) and a
+//!   [`ResyncPacer`] at `resync_rate / rate_divisor`: trusted = holdline
+//!   re-REGISTERs each verified binding with its Path and stored contact;
+//!   untrusted = the phones' own refreshes are forwarded as the pace admits
+//!   (else answered locally again with the short expiry).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use holdline_survival::blf::BlfBoard;
+use holdline_survival::bodies::{
+    self, DialogEntry, DialogState, MessageSummary, DIALOG_INFO_CONTENT_TYPE,
+    MESSAGE_SUMMARY_CONTENT_TYPE,
+};
+use holdline_survival::registrar::{self, Known, RegistrarConfig};
+use holdline_survival::resync::{
+    self, BindingFacts, PacerAction, PacerConfig, ResyncMode, ResyncPacer, ResyncProgress,
+};
+use holdline_survival::route::{
+    FailFast, FailFastDecision, Route, RoutePolicy, UplinkView,
+};
+use holdline_survival::subscription::{
+    DialogIds, FollowUp, NotifyOutcome, NotifyPlan, Package, RefreshAnswer,
+    Subscription as SvSubscription, SubscriptionConfig,
+};
+use holdline_survival::uplink::{
+    Mode, ProbeId, UplinkConfig, UplinkEvent, UplinkInput, UplinkKind, UplinkMonitor,
+    UplinkStatus,
+};
+use holdline_survival::{Millis, Rng};
+
+use super::*;
+use crate::calls::CallState;
+
+/// A binding's key in the resync: (AoR, contact URI).
+pub type BindingKey = (String, String);
+
+/// Survival settings (the daemon maps `[cloud]`/`[survival]` onto this).
+#[derive(Debug, Clone)]
+pub struct SurvivalConfig {
+    /// Uplink monitor tunables.
+    pub uplink: UplinkConfig,
+    /// `[cloud] trusted`: holdline re-registers verified bindings itself.
+    pub trusted: bool,
+    /// `[cloud] resync_rate`: bindings per second given back.
+    pub resync_rate: u32,
+    /// `[survival] backup_route`.
+    pub backup_route: Option<Peer>,
+    /// `[survival] emergency`.
+    pub emergency: Vec<String>,
+    /// INVITE with no answer from the cloud within this: CANCEL, route locally.
+    pub fail_fast: Duration,
+    /// Survival REGISTER expiry.
+    pub registrar: RegistrarConfig,
+    /// Retry-After of the 503 for calls with no route.
+    pub retry_after: Duration,
+    /// A binding refreshed within this before the resync counts as alive
+    /// even when its refresh was before the outage began.
+    pub liveness_window: Duration,
+    /// Seed of the jitter generator.
+    pub seed: u64,
+}
+
+impl Default for SurvivalConfig {
+    fn default() -> Self {
+        SurvivalConfig {
+            uplink: UplinkConfig::default(),
+            trusted: false,
+            resync_rate: 50,
+            backup_route: None,
+            emergency: vec!["911".into(), "112".into()],
+            fail_fast: FailFast::<String>::DEFAULT_INTERVAL,
+            registrar: RegistrarConfig::default(),
+            retry_after: Duration::from_secs(30),
+            liveness_window: Duration::ZERO,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// What the rest of the appliance must know (log, count, event store, LEDs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeEvent {
+    /// From the uplink monitor (transitions, resync allowed, mode changes).
+    Uplink(UplinkEvent),
+    /// A resync began.
+    ResyncStarted {
+        /// Trusted (holdline re-registers) or untrusted (phones' refreshes).
+        mode: ResyncMode,
+        /// Bindings that will be given back.
+        verified: usize,
+        /// Bindings held back (integrity, provenance, liveness).
+        rejected: usize,
+        /// Taken-over subscriptions to end.
+        subscriptions: usize,
+        /// Pace, per second.
+        rate: u32,
+    },
+    /// The resync has nothing left to do.
+    ResyncFinished {
+        /// Bindings the cloud confirmed.
+        confirmed: usize,
+        /// Bindings given up on.
+        failed: usize,
+    },
+    /// An INVITE got nothing from the cloud within the fail-fast interval.
+    FailFast {
+        /// Call-ID.
+        call_id: String,
+        /// Where it went instead (`None`: left with the cloud).
+        rerouted: Option<Route>,
+    },
+}
+
+/// Survival counters for the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SurvivalStats {
+    /// REGISTERs answered locally.
+    pub local_registers: u64,
+    /// Of which created local-only bindings.
+    pub local_only_bindings: u64,
+    /// New calls routed to a site phone without the cloud.
+    pub local_calls: u64,
+    /// New calls sent to the backup route.
+    pub backup_calls: u64,
+    /// New calls answered 503.
+    pub rejected_calls: u64,
+    /// INVITEs cancelled upstream by fail-fast.
+    pub fail_fast: u64,
+    /// In-dialog requests sent straight to a site phone.
+    pub direct_in_dialog: u64,
+    /// Subscriptions taken over at Down.
+    pub taken_over: u64,
+    /// Subscriptions served locally from the start.
+    pub local_subscriptions: u64,
+    /// NOTIFYs built here.
+    pub notifies: u64,
+    /// NOTIFYs lost (no answer).
+    pub notifies_lost: u64,
+    /// Re-REGISTERs sent on phones' behalf.
+    pub reregisters: u64,
+}
+
+/// An INVITE to the cloud watched by fail-fast.
+#[derive(Debug, Clone)]
+pub(super) struct FfInvite {
+    /// The INVITE as the phone sent it (Via/received added, our Routes popped).
+    original: Message,
+    /// The INVITE as forwarded (for the CANCEL).
+    forwarded: Message,
+    caller: Peer,
+    callee: String,
+    sent_at: Millis,
+}
+
+/// An INVITE routed locally: where its CANCEL goes.
+#[derive(Debug, Clone)]
+pub(super) struct LocalInvite {
+    branch: String,
+    to_side: Side,
+    to: Peer,
+    ruri: String,
+    until: Instant,
+}
+
+/// A NOTIFY holdline sent, waiting for its answer.
+#[derive(Debug, Clone)]
+pub(super) struct NotifyTx {
+    sub: String,
+    to: Peer,
+    bytes: Vec<u8>,
+    next_resend: Instant,
+    interval: Duration,
+    deadline: Instant,
+}
+
+/// All survival state of the edge.
+#[derive(Debug)]
+pub(super) struct Survival {
+    pub(super) cfg: SurvivalConfig,
+    pub(super) monitor: UplinkMonitor,
+    /// Probe branch → probe id, and when it was sent.
+    probes: HashMap<String, (ProbeId, Instant)>,
+    pub(super) probes_sent: u64,
+    /// Branches of requests forwarded to the cloud → when.
+    cloud_sent: HashMap<String, (Millis, Instant)>,
+    failfast: FailFast<String>,
+    ff: HashMap<String, FfInvite>,
+    /// Upstream INVITEs cancelled by fail-fast: their late answers are dropped.
+    abandoned: HashMap<String, (Message, Instant)>,
+    local_invites: HashMap<String, LocalInvite>,
+    policy: RoutePolicy,
+    rng: Rng,
+    blf: BlfBoard,
+    takeover: HashMap<String, (SvSubscription, Option<Millis>)>,
+    sub_cfg: SubscriptionConfig,
+    notifies: HashMap<String, NotifyTx>,
+    next_notify: u64,
+    pacer: Option<ResyncPacer<BindingKey, String>>,
+    finished_reported: bool,
+    rereg: HashMap<String, (BindingKey, Instant)>,
+    resync_fwd: HashMap<String, BindingKey>,
+    outage_since_unix: Option<i64>,
+    events: VecDeque<EdgeEvent>,
+    pub(super) stats: SurvivalStats,
+}
+
+const NOTIFY_T1: Duration = Duration::from_millis(500);
+const NOTIFY_DEADLINE: Duration = Duration::from_secs(4);
+const REREG_TIMEOUT: Duration = Duration::from_secs(8);
+
+impl Survival {
+    pub(super) fn new(cfg: SurvivalConfig, now: Millis) -> Survival {
+        let policy = RoutePolicy {
+            emergency: cfg.emergency.clone(),
+            has_backup: cfg.backup_route.is_some(),
+            retry_after: cfg.retry_after,
+        };
+        Survival {
+            monitor: UplinkMonitor::new(cfg.uplink.clone(), now),
+            probes: HashMap::new(),
+            probes_sent: 0,
+            cloud_sent: HashMap::new(),
+            failfast: FailFast::new(cfg.fail_fast),
+            ff: HashMap::new(),
+            abandoned: HashMap::new(),
+            local_invites: HashMap::new(),
+            policy,
+            rng: Rng::seeded(cfg.seed),
+            blf: BlfBoard::new(Duration::from_secs(5)),
+            takeover: HashMap::new(),
+            sub_cfg: SubscriptionConfig::default(),
+            notifies: HashMap::new(),
+            next_notify: 1,
+            pacer: None,
+            finished_reported: false,
+            rereg: HashMap::new(),
+            resync_fwd: HashMap::new(),
+            outage_since_unix: None,
+            events: VecDeque::new(),
+            stats: SurvivalStats::default(),
+            cfg,
+        }
+    }
+}
+
+/// The user part of a SIP URI (the number dialled).
+fn uri_user(uri: &str) -> Option<String> {
+    let u = Uri::parse(uri)?;
+    let s = u.as_sip()?;
+    s.user.map(str::to_string)
+}
+
+fn package_of(event: &str) -> Option<Package> {
+    if event.eq_ignore_ascii_case("dialog") {
+        Some(Package::Dialog)
+    } else if event.eq_ignore_ascii_case("message-summary") {
+        Some(Package::MessageSummary)
+    } else {
+        None
+    }
+}
+
+fn retry_after_of(msg: &Message) -> Option<Duration> {
+    let v = msg.header("Retry-After")?;
+    let secs: u64 = v.split([';', '(', ' ']).next()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+impl Edge {
+    // ------------------------------------------------------- public API
+
+    /// Replaces the survival settings (call once after [`Edge::new`]).
+    pub fn set_survival(&mut self, now: Instant, cfg: SurvivalConfig) {
+        self.sv = Survival::new(cfg, self.ms(now));
+    }
+
+    /// The uplink monitor's state, mode, flap level, hold-down, counters.
+    pub fn uplink_status(&self, now: Instant) -> UplinkStatus {
+        self.sv.monitor.status(self.ms(now))
+    }
+
+    /// The uplink state's name: `up`, `suspect`, `down`, `recovering`.
+    pub fn uplink_kind(&self) -> UplinkKind {
+        self.sv.monitor.state().kind()
+    }
+
+    /// `cloud force-down` / `cloud force-up` / `cloud auto`.
+    pub fn set_cloud_mode(&mut self, now: Instant, mode: Mode) {
+        let t = self.ms(now);
+        self.sv.monitor.set_mode(t, mode);
+        self.sv_drain_uplink(now);
+    }
+
+    /// Next event for the log, the event store, the LEDs.
+    pub fn poll_event(&mut self) -> Option<EdgeEvent> {
+        self.sv.events.pop_front()
+    }
+
+    /// Progress of the current (or last) resync.
+    pub fn resync_progress(&self) -> Option<&ResyncProgress> {
+        self.sv.pacer.as_ref().map(|p| p.progress())
+    }
+
+    /// Survival counters.
+    pub fn survival_stats(&self) -> &SurvivalStats {
+        &self.sv.stats
+    }
+
+    /// Sending to `to` failed at the transport (the driver reports it).
+    pub fn handle_transport_error(&mut self, now: Instant, side: Side, to: Peer) {
+        if side != Side::Wan || to != self.cfg.cloud {
+            return;
+        }
+        let t = self.ms(now);
+        // A probe in flight to the cloud failed.
+        let probe = self
+            .sv
+            .probes
+            .iter()
+            .max_by_key(|(_, (_, at))| *at)
+            .map(|(b, (id, _))| (b.clone(), *id));
+        match probe {
+            Some((b, id)) => {
+                self.sv.probes.remove(&b);
+                self.sv
+                    .monitor
+                    .handle(t, UplinkInput::ProbeTransportError { id });
+            }
+            None => self
+                .sv
+                .monitor
+                .handle(t, UplinkInput::TransportError { sent_at: t }),
+        }
+        self.sv_drain_uplink(now);
+    }
+
+    // ------------------------------------------------------------ time
+
+    pub(super) fn ms(&self, now: Instant) -> Millis {
+        Millis::from_instant(self.base, now)
+    }
+
+    fn unix_to_ms(&self, unix: i64) -> Millis {
+        let d = unix.saturating_sub(self.base_unix).max(0);
+        Millis(u64::try_from(d).unwrap_or(0).saturating_mul(1000))
+    }
+
+    /// True while new requests go to the cloud first (Up, Suspect).
+    pub(super) fn cloud_usable(&self) -> bool {
+        self.sv.monitor.cloud_usable()
+    }
+
+    pub(super) fn sv_poll_timeout(&self) -> Instant {
+        let mut next: Option<Millis> = self.sv.monitor.poll_timeout();
+        let mut consider = |m: Option<Millis>| {
+            if let Some(m) = m {
+                next = Some(next.map_or(m, |n| n.min(m)));
+            }
+        };
+        consider(self.sv.failfast.poll_timeout());
+        consider(self.sv.blf.poll_timeout());
+        consider(self.sv.pacer.as_ref().and_then(|p| p.poll_timeout()));
+        for (_, r) in self.sv.takeover.values() {
+            consider(*r);
+        }
+        let mut at = next.map_or(self.next_sweep, |m| m.to_instant(self.base));
+        for n in self.sv.notifies.values() {
+            at = at.min(n.next_resend).min(n.deadline);
+        }
+        at
+    }
+
+    pub(super) fn sv_handle_timeout(&mut self, now: Instant) {
+        let t = self.ms(now);
+        self.sv.monitor.handle_timeout(t);
+        while let Some(id) = self.sv.monitor.poll_probe(t) {
+            self.sv.probes_sent += 1;
+            let branch = format!(
+                "{BRANCH_PREFIX}P{:x}-{:x}",
+                id.0,
+                self.cfg.seed & 0xffff_ffff
+            );
+            self.sv.probes.insert(branch.clone(), (id, now));
+            self.probe.sent = self.sv.probes_sent;
+            self.send_probe(&branch);
+        }
+        // Probes the monitor has timed out are forgotten after a while.
+        let keep = self.sv.monitor.config().probe_timeout * 4;
+        self.sv
+            .probes
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
+        self.sv_drain_uplink(now);
+        // Fail-fast.
+        self.sv.failfast.handle_timeout(t);
+        while let Some(branch) = self.sv.failfast.poll_expired() {
+            self.sv_fail_fast(now, &branch);
+        }
+        self.sv_drain_uplink(now);
+        // NOTIFY retransmissions and losses.
+        self.sv_notify_timers(now);
+        // Subscriptions waiting for a retry.
+        let due: Vec<String> = self
+            .sv
+            .takeover
+            .iter()
+            .filter(|(_, (_, r))| r.is_some_and(|r| r <= t))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in due {
+            if let Some((_, r)) = self.sv.takeover.get_mut(&id) {
+                *r = None;
+            }
+            self.sv_send_notify(now, &id, false);
+        }
+        self.sv.blf.handle_timeout(t);
+        self.sv_pace(now);
+        // Re-REGISTERs with no answer.
+        let lost: Vec<(String, BindingKey)> = self
+            .sv
+            .rereg
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) > REREG_TIMEOUT)
+            .map(|(b, (k, _))| (b.clone(), k.clone()))
+            .collect();
+        for (b, k) in lost {
+            self.sv.rereg.remove(&b);
+            if let Some(p) = self.sv.pacer.as_mut() {
+                p.report(t, &k, false);
+            }
+        }
+        self.sv_check_resync_done(now);
+        self.sv.cloud_sent.retain(|_, (_, at)| {
+            now.saturating_duration_since(*at) < Duration::from_secs(40)
+        });
+        self.sv
+            .abandoned
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(40));
+        self.sv.local_invites.retain(|_, l| l.until > now);
+    }
+
+    /// Reacts to what the monitor said.
+    fn sv_drain_uplink(&mut self, now: Instant) {
+        while let Some(ev) = self.sv.monitor.poll_event() {
+            match &ev {
+                UplinkEvent::Transition { to, .. } => {
+                    match to {
+                        UplinkKind::Down => {
+                            if self.sv.outage_since_unix.is_none() {
+                                self.sv.outage_since_unix = Some(self.unix(now));
+                            }
+                            self.sv_take_over(now);
+                        }
+                        UplinkKind::Up => self.sv.outage_since_unix = None,
+                        _ => {}
+                    }
+                    self.sv_update_probe_view(now);
+                }
+                UplinkEvent::ResyncAllowed {
+                    outage_since,
+                    rate_divisor,
+                    ..
+                } => self.sv_start_resync(now, *outage_since, *rate_divisor),
+                UplinkEvent::ModeChanged { .. } => {}
+            }
+            self.sv.events.push_back(EdgeEvent::Uplink(ev));
+        }
+    }
+
+    /// Keeps the legacy probe view (`edge.probe()`) in step.
+    fn sv_update_probe_view(&mut self, now: Instant) {
+        let st = self.sv.monitor.state().clone();
+        let since = st.since().to_instant(self.base);
+        let c = self.sv.monitor.counters();
+        let missed = u32::try_from(c.probes_timed_out.min(u64::from(u32::MAX))).unwrap_or(0);
+        self.probe.state = match st.kind() {
+            UplinkKind::Up => Uplink::Up {
+                since,
+                rtt: self.probe.last_rtt.unwrap_or_default(),
+            },
+            UplinkKind::Suspect => Uplink::Suspect { since, missed },
+            UplinkKind::Down | UplinkKind::Recovering => Uplink::Down { since, missed },
+        };
+        let _ = now;
+    }
+
+    // ------------------------------------------------------- responses
+
+    /// A response from the cloud with one of our branches. True when it was
+    /// ours alone (probe, re-REGISTER, abandoned INVITE) and is consumed.
+    pub(super) fn sv_wan_response(&mut self, now: Instant, branch: &str, msg: &Message) -> bool {
+        let t = self.ms(now);
+        let status = msg.status().unwrap_or(0);
+        let retry_after = retry_after_of(msg);
+        if let Some((id, sent)) = self.sv.probes.remove(branch) {
+            let rtt = now.saturating_duration_since(sent);
+            self.probe.answered += 1;
+            self.probe.last_rtt = Some(rtt);
+            self.probe.last_status = Some(status);
+            self.sv.monitor.handle(
+                t,
+                UplinkInput::ProbeResponse {
+                    id,
+                    status,
+                    retry_after,
+                },
+            );
+            self.sv_drain_uplink(now);
+            if let Uplink::Up { since, .. } = self.probe.state {
+                self.probe.state = Uplink::Up { since, rtt };
+            }
+            return true;
+        }
+        if let Some((sent_at, _)) = self.sv.cloud_sent.get(branch).copied() {
+            self.sv.monitor.handle(
+                t,
+                UplinkInput::CloudResponse {
+                    sent_at,
+                    status,
+                    retry_after,
+                },
+            );
+            if status >= 200 {
+                self.sv.cloud_sent.remove(branch);
+            }
+            self.sv_drain_uplink(now);
+        }
+        if self.sv.failfast.answered(&branch.to_string()) {
+            self.sv.ff.remove(branch);
+        }
+        if let Some((key, _)) = self.sv.rereg.get(branch).cloned() {
+            if status >= 200 {
+                self.sv.rereg.remove(branch);
+                let ok = (200..300).contains(&status);
+                if let Some(p) = self.sv.pacer.as_mut() {
+                    p.report(t, &key, ok);
+                }
+                if ok {
+                    self.stats.registered += 1;
+                }
+                self.sv_check_resync_done(now);
+            }
+            return true;
+        }
+        if status >= 200 {
+            if let Some(key) = self.sv.resync_fwd.remove(branch) {
+                let ok = (200..300).contains(&status);
+                if ok || (status != 401 && status != 407) {
+                    if let Some(p) = self.sv.pacer.as_mut() {
+                        p.report(t, &key, ok);
+                    }
+                    self.sv_check_resync_done(now);
+                }
+            }
+        }
+        if let Some((inv, _)) = self.sv.abandoned.get(branch) {
+            // Cancelled upstream and routed locally: the cloud's late answer
+            // must not reach the caller. A non-2xx final is ACKed here.
+            if (300..700).contains(&status) {
+                if let Ok(ack) = Message::ack_for(inv, msg) {
+                    self.transmits.push_back(Transmit {
+                        side: Side::Wan,
+                        to: self.cfg.cloud,
+                        bytes: ack.to_bytes(),
+                    });
+                }
+            }
+            return msg.cseq().is_some_and(|c| c.method == Method::Invite);
+        }
+        false
+    }
+
+    /// A response from the LAN with one of our branches: our own NOTIFYs.
+    pub(super) fn sv_lan_response(&mut self, now: Instant, branch: &str, msg: &Message) -> bool {
+        let Some(tx) = self.sv.notifies.get(branch) else {
+            return false;
+        };
+        let status = msg.status().unwrap_or(0);
+        if status < 200 {
+            return true;
+        }
+        let id = tx.sub.clone();
+        self.sv.notifies.remove(branch);
+        let outcome = if (200..300).contains(&status) {
+            NotifyOutcome::Delivered
+        } else {
+            NotifyOutcome::Rejected(status)
+        };
+        self.sv_notify_outcome(now, &id, outcome);
+        true
+    }
+
+    // -------------------------------------------------------- requests
+
+    /// Records a request forwarded to the cloud (for `CloudResponse` and
+    /// fail-fast). `original` is the request before our Via/Record-Route.
+    pub(super) fn sv_forwarded_to_cloud(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        original: Option<(Message, Peer)>,
+        forwarded: &[u8],
+    ) {
+        let t = self.ms(now);
+        self.sv.cloud_sent.insert(branch.to_string(), (t, now));
+        let Some((orig, caller)) = original else {
+            return;
+        };
+        if self.sv.ff.contains_key(branch) {
+            return; // retransmission
+        }
+        let callee = orig
+            .request_uri()
+            .and_then(uri_user)
+            .unwrap_or_default();
+        let Ok(fwd) = Message::parse(forwarded) else {
+            return;
+        };
+        self.sv.failfast.sent(t, branch.to_string());
+        self.sv.ff.insert(
+            branch.to_string(),
+            FfInvite {
+                original: orig,
+                forwarded: fwd,
+                caller,
+                callee,
+                sent_at: t,
+            },
+        );
+    }
+
+    fn is_site_number(&self, number: &str) -> bool {
+        let aor = format!("sip:{number}@{}", self.cfg.domain.to_ascii_lowercase());
+        !self.bindings.for_aor(&aor).is_empty()
+    }
+
+    fn site_binding(&self, number: &str) -> Option<Binding> {
+        let aor = format!("sip:{number}@{}", self.cfg.domain.to_ascii_lowercase());
+        self.bindings
+            .for_aor(&aor)
+            .iter()
+            .max_by_key(|b| b.last_seen)
+            .cloned()
+    }
+
+    fn uplink_view(&self) -> UplinkView {
+        UplinkView {
+            up: self.sv.monitor.is_up(),
+            usable: self.sv.monitor.cloud_usable(),
+            resyncing: self.sv.pacer.as_ref().is_some_and(|p| !p.is_done()),
+        }
+    }
+
+    fn sv_fail_fast(&mut self, now: Instant, branch: &str) {
+        let Some(ff) = self.sv.ff.remove(branch) else {
+            return;
+        };
+        let t = self.ms(now);
+        self.sv.monitor.handle(
+            t,
+            UplinkInput::TransactionTimeout {
+                sent_at: ff.sent_at,
+            },
+        );
+        let call_id = ff.original.call_id().unwrap_or_default().to_string();
+        let decision = {
+            let dir = |n: &str| self.is_site_number(n);
+            self.sv.policy.after_fail_fast(&ff.callee, &dir)
+        };
+        let route = match decision {
+            FailFastDecision::KeepWaiting => {
+                self.sv.events.push_back(EdgeEvent::FailFast {
+                    call_id,
+                    rerouted: None,
+                });
+                return;
+            }
+            FailFastDecision::CancelAndRoute(r) => r,
+        };
+        self.sv.stats.fail_fast += 1;
+        if let Ok(cancel) = Message::cancel_for(&ff.forwarded) {
+            self.transmits.push_back(Transmit {
+                side: Side::Wan,
+                to: self.cfg.cloud,
+                bytes: cancel.to_bytes(),
+            });
+        }
+        self.sv
+            .abandoned
+            .insert(branch.to_string(), (ff.forwarded.clone(), now));
+        self.sv.events.push_back(EdgeEvent::FailFast {
+            call_id,
+            rerouted: Some(route),
+        });
+        let local_branch = format!("{branch}x");
+        self.sv_route_invite(now, ff.caller, ff.original, route, &ff.callee, branch, &local_branch);
+    }
+
+    /// Routes a new INVITE without the cloud. `key_branch` is the branch the
+    /// caller's CANCEL maps to; `branch` the one the local leg uses.
+    #[allow(clippy::too_many_arguments)]
+    fn sv_route_invite(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        mut msg: Message,
+        route: Route,
+        callee: &str,
+        key_branch: &str,
+        branch: &str,
+    ) {
+        let (to_side, to, ruri) = match route {
+            Route::Reject503 { retry_after_s } => {
+                self.sv.stats.rejected_calls += 1;
+                if let Ok(mut r) = holdline_sip::response_for(&msg, 503, "Service Unavailable") {
+                    let _ = r.add_header("Retry-After", &retry_after_s.to_string());
+                    let _ = r.set_body(None, b"");
+                    self.transmits.push_back(Transmit {
+                        side: Side::Lan,
+                        to: from,
+                        bytes: r.to_bytes(),
+                    });
+                }
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    let fu = msg.from().map(|f| aor_of(&f)).unwrap_or_default();
+                    let tu = msg.to().map(|t| aor_of(&t)).unwrap_or_default();
+                    self.calls
+                        .on_invite(now, (cid, ft), (&fu, &tu), Direction::Outbound, Some(from));
+                    self.calls
+                        .on_invite_response(now, (cid, ft, Direction::Outbound), 503, None);
+                }
+                return;
+            }
+            Route::SitePhone => match self.site_binding(callee) {
+                Some(b) => (Side::Lan, b.peer(), b.contact_uri.clone()),
+                None => {
+                    let r = Route::Reject503 {
+                        retry_after_s: u32::try_from(self.sv.cfg.retry_after.as_secs())
+                            .unwrap_or(30),
+                    };
+                    return self.sv_route_invite(now, from, msg, r, callee, key_branch, branch);
+                }
+            },
+            Route::Backup => match self.sv.cfg.backup_route {
+                Some(p) => (Side::Wan, p, msg.request_uri().unwrap_or_default().to_string()),
+                None => return,
+            },
+            Route::Cloud => (
+                Side::Wan,
+                self.cfg.cloud,
+                msg.request_uri().unwrap_or_default().to_string(),
+            ),
+        };
+        match route {
+            Route::SitePhone => self.sv.stats.local_calls += 1,
+            Route::Backup => self.sv.stats.backup_calls += 1,
+            _ => {}
+        }
+        if to_side == Side::Lan {
+            let _ = msg.set_request_uri(&ruri);
+            msg.remove_header("Route");
+        }
+        if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+            let fu = msg.from().map(|f| aor_of(&f)).unwrap_or_default();
+            let tu = msg.to().map(|t| aor_of(&t)).unwrap_or_default();
+            self.calls
+                .on_invite(now, (cid, ft), (&fu, &tu), Direction::Outbound, Some(from));
+            if to_side == Side::Lan {
+                self.calls
+                    .on_invite(now, (cid, ft), (&fu, &tu), Direction::Inbound, Some(to));
+            }
+        }
+        self.double_record_route(&mut msg, (Side::Lan, from.transport), (to_side, to.transport));
+        self.sv.local_invites.insert(
+            key_branch.to_string(),
+            LocalInvite {
+                branch: branch.to_string(),
+                to_side,
+                to,
+                ruri,
+                until: now + INVITE_ROUTE_TTL,
+            },
+        );
+        self.forward_branch(now, branch.to_string(), Side::Lan, from, msg, to_side, to);
+        self.sv_blf_refresh(now);
+    }
+
+    /// LAN requests that survival handles. True when handled (answered or
+    /// forwarded); false: the normal path (to the cloud) continues.
+    pub(super) fn sv_lan_request(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: &mut Message,
+        method: &Method,
+    ) -> bool {
+        let in_dialog = msg.to_tag().is_some();
+        let usable = self.cloud_usable();
+        match method {
+            Method::Register => self.sv_register(now, from, msg),
+            Method::Invite if !in_dialog => {
+                let key = self.our_branch(Side::Lan, msg);
+                if self.sv.local_invites.contains_key(&key) {
+                    // A retransmission of an INVITE already routed locally.
+                    if let Some(l) = self.sv.local_invites.get(&key).cloned() {
+                        let mut m = msg.clone();
+                        let _ = m.set_request_uri(&l.ruri);
+                        self.forward_branch(now, l.branch, Side::Lan, from, m, l.to_side, l.to);
+                    }
+                    return true;
+                }
+                let callee = msg.request_uri().and_then(uri_user).unwrap_or_default();
+                let route = {
+                    let dir = |n: &str| self.is_site_number(n);
+                    self.sv.policy.new_call(&callee, self.uplink_view(), &dir)
+                };
+                if route == Route::Cloud {
+                    return false;
+                }
+                let branch = key.clone();
+                self.sv_route_invite(now, from, msg.clone(), route, &callee, &key, &branch);
+                true
+            }
+            Method::Cancel => {
+                let key = self.our_branch(Side::Lan, msg);
+                let Some(l) = self.sv.local_invites.get(&key).cloned() else {
+                    return false;
+                };
+                if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
+                    self.calls.on_cancel(now, cid, ft, Direction::Outbound);
+                    self.calls.on_cancel(now, cid, ft, Direction::Inbound);
+                }
+                let mut m = msg.clone();
+                let _ = m.set_request_uri(&l.ruri);
+                m.remove_header("Route");
+                self.forward_branch(now, l.branch, Side::Lan, from, m, l.to_side, l.to);
+                self.sv_blf_refresh(now);
+                true
+            }
+            Method::Subscribe => self.sv_subscribe(now, from, msg, usable),
+            _ if in_dialog || *method == Method::Ack => {
+                // A site phone named by the Request-URI, reached directly when
+                // no Route is left (a local dialog) or the cloud is gone.
+                let ruri = msg.request_uri().unwrap_or_default().to_string();
+                let no_route = msg.top_route().is_none();
+                if !(no_route || !usable) {
+                    return false;
+                }
+                let target = match self.bindings.by_contact(&ruri) {
+                    Some(b) => Some(b.peer()),
+                    None => uri_target(&ruri)
+                        .filter(|(ip, _, _)| self.in_lan(*ip) && !self.is_ours(&ruri))
+                        .map(|(ip, port, t)| Peer {
+                            transport: t.unwrap_or(Transport::Udp),
+                            addr: SocketAddr::new(ip, port),
+                        }),
+                };
+                let Some(to) = target else {
+                    return false;
+                };
+                msg.remove_header("Route");
+                if *method == Method::Bye {
+                    if let (Some(cid), Some(ft), Some(tt)) =
+                        (msg.call_id(), msg.from_tag(), msg.to_tag())
+                    {
+                        self.calls.on_bye(now, cid, (ft, tt), Some(from));
+                        self.calls.on_bye(now, cid, (ft, tt), Some(to));
+                    }
+                }
+                self.sv.stats.direct_in_dialog += 1;
+                let branch = self.our_branch(Side::Lan, msg);
+                self.forward_branch(now, branch, Side::Lan, from, msg.clone(), Side::Lan, to);
+                self.sv_blf_refresh(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    // -------------------------------------------------------- registrar
+
+    fn sv_register(&mut self, now: Instant, from: Peer, msg: &mut Message) -> bool {
+        let path = self.route_uri(Side::Wan, self.cfg.cloud.transport);
+        let Some(p) = self.pending_register(now, from, msg, path) else {
+            return false;
+        };
+        let key = (
+            p.aor.clone(),
+            p.contacts.first().map(|c| c.uri.clone()).unwrap_or_default(),
+        );
+        if self.cloud_usable() {
+            // Untrusted resync: the phone's own refresh goes to the cloud
+            // as the pace admits; otherwise it is answered locally again.
+            let t = self.ms(now);
+            let admit = match self.sv.pacer.as_mut() {
+                Some(pc) if !pc.is_done() && pc.progress().mode == ResyncMode::Untrusted => {
+                    Some(pc.admit_phone_refresh(t, &key))
+                }
+                _ => None,
+            };
+            match admit {
+                None => return false,
+                Some(resync::Admission::Forward) => {
+                    let branch = self.our_branch(Side::Lan, msg);
+                    self.sv.resync_fwd.insert(branch, key);
+                    return false;
+                }
+                Some(resync::Admission::AnswerLocally) => {}
+            }
+        }
+        self.sv_register_locally(now, from, msg, &p);
+        true
+    }
+
+    fn sv_register_locally(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: &Message,
+        p: &PendingRegister,
+    ) {
+        let t = self.unix(now);
+        let mut writes = Vec::new();
+        if p.star {
+            self.bindings.remove_aor(&p.aor);
+            writes.push(StoreWrite::RemoveAor { aor: p.aor.clone() });
+        }
+        for c in &p.contacts {
+            let existing: Vec<Binding> = self.bindings.for_aor(&p.aor).to_vec();
+            let known: Vec<Known<'_>> = existing
+                .iter()
+                .map(|b| Known {
+                    call_id: &b.call_id,
+                    cseq: b.cseq,
+                    source: b.source,
+                    instance_id: b.instance_id.as_deref(),
+                    provenance: match b.provenance {
+                        Provenance::CloudVerified { .. } => registrar::Provenance::CloudVerified,
+                        Provenance::LocalOnly { .. } => registrar::Provenance::LocalOnly,
+                    },
+                })
+                .collect();
+            let reg = registrar::Register {
+                call_id: &p.call_id,
+                cseq: p.cseq,
+                source: from.addr,
+                instance_id: c.instance.as_deref(),
+                requested_expires: c.expires.or(p.expires),
+            };
+            let decision = registrar::decide(&self.sv.cfg.registrar, &known, &reg, &mut self.sv.rng);
+            match decision {
+                registrar::Decision::Refresh { index, expires, .. } => {
+                    let Some(old) = existing.get(index) else {
+                        continue;
+                    };
+                    if uri_key(&old.contact_uri) != uri_key(&c.uri) {
+                        self.bindings.remove(&old.aor, &old.contact_uri);
+                        writes.push(StoreWrite::RemoveBinding {
+                            aor: old.aor.clone(),
+                            contact_uri: old.contact_uri.clone(),
+                        });
+                    }
+                    let b = Binding {
+                        contact: c.raw.clone(),
+                        contact_uri: c.uri.clone(),
+                        expires_at: t + i64::from(expires),
+                        call_id: p.call_id.clone(),
+                        cseq: p.cseq,
+                        source: from.addr,
+                        transport: from.transport,
+                        instance_id: c.instance.clone().or(old.instance_id.clone()),
+                        reg_id: c.reg_id.or(old.reg_id),
+                        last_seen: t,
+                        ..old.clone()
+                    };
+                    self.bindings.upsert(b.clone());
+                    writes.push(StoreWrite::UpsertBinding(b));
+                }
+                registrar::Decision::NewLocalOnly { expires } => {
+                    self.sv.stats.local_only_bindings += 1;
+                    let b = Binding {
+                        aor: p.aor.clone(),
+                        contact: c.raw.clone(),
+                        contact_uri: c.uri.clone(),
+                        expires_at: t + i64::from(expires),
+                        call_id: p.call_id.clone(),
+                        cseq: p.cseq,
+                        source: from.addr,
+                        transport: from.transport,
+                        instance_id: c.instance.clone(),
+                        reg_id: c.reg_id,
+                        provenance: Provenance::LocalOnly { at: t },
+                        last_seen: t,
+                        path: Vec::new(),
+                    };
+                    self.bindings.upsert(b.clone());
+                    writes.push(StoreWrite::UpsertBinding(b));
+                }
+                registrar::Decision::Remove { index } => {
+                    if let Some(old) = index.and_then(|i| existing.get(i)) {
+                        self.bindings.remove(&old.aor, &old.contact_uri);
+                        writes.push(StoreWrite::RemoveBinding {
+                            aor: old.aor.clone(),
+                            contact_uri: old.contact_uri.clone(),
+                        });
+                    }
+                }
+                registrar::Decision::OutOfOrder { .. } => {
+                    self.reply(Side::Lan, from, msg, 500, "Out of Order");
+                    return;
+                }
+            }
+        }
+        self.sv.stats.local_registers += 1;
+        let Ok(mut r) = holdline_sip::response_for(msg, 200, "OK") else {
+            return;
+        };
+        for b in self.bindings.for_aor(&p.aor) {
+            let exp = (b.expires_at - t).max(0);
+            let _ = r.add_header("Contact", &format!("<{}>;expires={exp}", b.contact_uri));
+        }
+        let _ = r.set_body(None, b"");
+        let tx = Transmit {
+            side: Side::Lan,
+            to: from,
+            bytes: r.to_bytes(),
+        };
+        if writes.is_empty() {
+            self.transmits.push_back(tx);
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        self.held.insert(token, tx);
+        self.store_jobs.push_back(StoreJob {
+            token: Some(token),
+            writes,
+        });
+    }
+
+    // ---------------------------------------------------- subscriptions
+
+    fn sv_take_over(&mut self, now: Instant) {
+        let t = self.unix(now);
+        let ids: Vec<String> = self
+            .subs
+            .list()
+            .iter()
+            .filter(|s| s.state == SubState::Active && s.notifier_tag.is_some())
+            .filter(|s| !self.sv.takeover.contains_key(&s.id))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            let Some(s) = self.subs.get(&id) else {
+                continue;
+            };
+            let Some(package) = package_of(&s.event) else {
+                continue;
+            };
+            let ids = DialogIds {
+                call_id: s.call_id.clone(),
+                notifier_tag: s.notifier_tag.clone().unwrap_or_default(),
+                subscriber_tag: s.phone_tag.clone(),
+            };
+            let exp = if s.expires_at > t {
+                self.unix_to_ms(s.expires_at)
+            } else {
+                self.ms(now) + Duration::from_secs(600)
+            };
+            let mut sv = SvSubscription::restored(ids, package, exp, s.notify_cseq, s.last_version);
+            sv.take_over();
+            self.sv.takeover.insert(id.clone(), (sv, None));
+            self.sv.stats.taken_over += 1;
+            // One NOTIFY with the state as holdline knows it now.
+            self.sv_send_notify(now, &id, false);
+        }
+    }
+
+    fn sv_subscribe(&mut self, now: Instant, from: Peer, msg: &Message, usable: bool) -> bool {
+        let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) else {
+            return false;
+        };
+        let id = sub_id(cid, ft);
+        let requested = u64::from(msg.expires().unwrap_or(3600));
+        let t = self.ms(now);
+        if let Some((sv, _)) = self.sv.takeover.get_mut(&id) {
+            let answer = sv.on_refresh(t, requested, &self.sv.sub_cfg);
+            let expires = match answer {
+                RefreshAnswer::NotLocal => return false,
+                RefreshAnswer::Accept { expires } => expires,
+                RefreshAnswer::Unsubscribe => 0,
+            };
+            if let Ok(mut r) = holdline_sip::response_for(msg, 200, "OK") {
+                let _ = r.add_header("Expires", &expires.to_string());
+                let _ = r.add_header("Contact", &format!("<sip:{}>", self.local_hostport(Side::Lan, from.transport)));
+                let _ = r.set_body(None, b"");
+                self.transmits.push_back(Transmit {
+                    side: Side::Lan,
+                    to: from,
+                    bytes: r.to_bytes(),
+                });
+            }
+            let unix = self.unix(now);
+            if let Some(s) = self.subs.get_mut(&id) {
+                s.subscribe_cseq = s.subscribe_cseq.max(msg.cseq().map(|c| c.seq).unwrap_or(0));
+                s.expires_at = unix + i64::try_from(expires).unwrap_or(0);
+            }
+            self.sv_send_notify(now, &id, false);
+            return true;
+        }
+        if usable || msg.to_tag().is_some() {
+            return false;
+        }
+        // A new subscription while the cloud is gone: served here.
+        let event = msg
+            .event()
+            .map(|e| e.package.to_string())
+            .unwrap_or_default();
+        let Some(package) = package_of(&event) else {
+            return false;
+        };
+        let tag = msg.local_tag();
+        let granted = requested.min(self.sv.sub_cfg.max_expires.as_secs());
+        let contact = match msg.contacts() {
+            Some(Contacts::List(l)) => l.first().map(|c| c.uri.to_string()).unwrap_or_default(),
+            _ => String::new(),
+        };
+        if granted == 0 {
+            self.reply(Side::Lan, from, msg, 200, "OK");
+            return true;
+        }
+        let unix = self.unix(now);
+        let core_sub = Subscription {
+            id: id.clone(),
+            event,
+            call_id: cid.to_string(),
+            phone_tag: ft.to_string(),
+            notifier_tag: Some(tag.clone()),
+            watcher_aor: msg.from().map(|f| aor_of(&f)).unwrap_or_default(),
+            target_uri: msg.to().map(|t| aor_of(&t)).unwrap_or_default(),
+            phone_contact: contact,
+            route_set: Vec::new(),
+            subscribe_cseq: msg.cseq().map(|c| c.seq).unwrap_or(0),
+            notify_cseq: 0,
+            expires_at: unix + i64::try_from(granted).unwrap_or(0),
+            phone: from,
+            state: SubState::Active,
+            last_version: None,
+            last_body: None,
+            last_content_type: None,
+            last_notify_at: None,
+            notifies: 0,
+        };
+        self.subs.insert(core_sub.clone());
+        self.store_jobs.push_back(StoreJob {
+            token: None,
+            writes: vec![StoreWrite::UpsertSubscription(core_sub)],
+        });
+        let ids = DialogIds {
+            call_id: cid.to_string(),
+            notifier_tag: tag,
+            subscriber_tag: ft.to_string(),
+        };
+        let sv = SvSubscription::new_local(ids, package, t, granted, &self.sv.sub_cfg);
+        self.sv.takeover.insert(id.clone(), (sv, None));
+        self.sv.stats.local_subscriptions += 1;
+        if let Ok(mut r) = holdline_sip::response_for(msg, 200, "OK") {
+            let _ = r.add_header("Expires", &granted.to_string());
+            let _ = r.add_header("Contact", &format!("<sip:{}>", self.local_hostport(Side::Lan, from.transport)));
+            let _ = r.set_body(None, b"");
+            self.transmits.push_back(Transmit {
+                side: Side::Lan,
+                to: from,
+                bytes: r.to_bytes(),
+            });
+        }
+        self.sv_send_notify(now, &id, false);
+        true
+    }
+
+    /// A NOTIFY from the cloud in a dialog holdline has taken over: 481
+    /// (the phone now gets its NOTIFYs from holdline until deactivation).
+    pub(super) fn sv_cloud_notify_taken_over(&self, msg: &Message) -> bool {
+        let (Some(cid), Some(tt)) = (msg.call_id(), msg.to_tag()) else {
+            return false;
+        };
+        self.sv
+            .takeover
+            .get(&sub_id(cid, tt))
+            .is_some_and(|(s, _)| s.is_local())
+    }
+
+    /// Feeds the BLF board from the calls the edge tracks; NOTIFYs watchers
+    /// of every entity whose state changed.
+    pub(super) fn sv_blf_refresh(&mut self, now: Instant) {
+        if self.sv.takeover.is_empty() {
+            return;
+        }
+        let t = self.ms(now);
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        let entries: Vec<(String, DialogEntry)> = self
+            .calls
+            .list()
+            .iter()
+            .map(|c| {
+                let state = match &c.state {
+                    CallState::Trying { .. } => DialogState::Trying,
+                    CallState::Proceeding { .. } => DialogState::Proceeding,
+                    CallState::Early { .. } => DialogState::Early,
+                    CallState::Confirmed { .. } => DialogState::Confirmed,
+                    CallState::Terminated { .. } => DialogState::Terminated,
+                };
+                let (entity, dir, remote) = match c.direction {
+                    Direction::Outbound => (
+                        c.from_uri.clone(),
+                        bodies::Direction::Initiator,
+                        c.to_uri.clone(),
+                    ),
+                    Direction::Inbound => (
+                        c.to_uri.clone(),
+                        bodies::Direction::Recipient,
+                        c.from_uri.clone(),
+                    ),
+                };
+                (
+                    entity,
+                    DialogEntry {
+                        id: c.call_id.clone(),
+                        call_id: Some(c.call_id.clone()),
+                        local_tag: None,
+                        remote_tag: None,
+                        direction: Some(dir),
+                        state,
+                        remote_identity: Some(remote),
+                    },
+                )
+            })
+            .collect();
+        for (entity, entry) in entries {
+            if self.sv.blf.update(t, &entity, entry) {
+                changed.insert(entity);
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self
+            .sv
+            .takeover
+            .iter()
+            .filter(|(_, (s, _))| s.package == Package::Dialog && s.is_local())
+            .map(|(id, _)| id.clone())
+            .filter(|id| {
+                self.subs
+                    .get(id)
+                    .is_some_and(|s| changed.contains(&s.target_uri))
+            })
+            .collect();
+        for id in ids {
+            self.sv_send_notify(now, &id, false);
+        }
+    }
+
+    /// Builds and sends the next NOTIFY of a taken-over / local subscription
+    /// (`deactivate`: the final `terminated;reason=deactivated` one).
+    fn sv_send_notify(&mut self, now: Instant, id: &str, deactivate: bool) {
+        let t = self.ms(now);
+        let Some((sv, _)) = self.sv.takeover.get_mut(id) else {
+            return;
+        };
+        let plan: Option<NotifyPlan> = if deactivate {
+            sv.deactivate()
+        } else {
+            sv.next_notify(t)
+        };
+        let Some(plan) = plan else {
+            return;
+        };
+        let package = sv.package;
+        let Some(s) = self.subs.get(id).cloned() else {
+            self.sv.takeover.remove(id);
+            return;
+        };
+        let (ctype, body) = match package {
+            Package::Dialog => (
+                DIALOG_INFO_CONTENT_TYPE.to_string(),
+                self.sv.blf.body(&s.target_uri, plan.version.unwrap_or(0)),
+            ),
+            Package::MessageSummary => match self.subs.mwi(&s.watcher_aor) {
+                Some(m) => (m.content_type.clone(), m.body.clone()),
+                None => (
+                    MESSAGE_SUMMARY_CONTENT_TYPE.to_string(),
+                    MessageSummary::default().to_body(),
+                ),
+            },
+        };
+        let branch = format!(
+            "{BRANCH_PREFIX}N{:x}-{:x}",
+            self.sv.next_notify,
+            self.cfg.seed & 0xffff
+        );
+        self.sv.next_notify += 1;
+        let hp = self.local_hostport(Side::Lan, s.phone.transport);
+        let ruri = if s.phone_contact.is_empty() {
+            format!("sip:{}", s.phone.addr)
+        } else {
+            s.phone_contact
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        };
+        let raw = format!(
+            "NOTIFY {ruri} SIP/2.0\r\n\
+             Via: SIP/2.0/{tr} {hp};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{target}>;tag={ntag}\r\n\
+             To: <{watcher}>;tag={ptag}\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: {cseq} NOTIFY\r\n\
+             Contact: <sip:{hp}>\r\n\
+             Event: {event}\r\n\
+             Subscription-State: {state}\r\n\
+             Content-Type: {ctype}\r\n\
+             Content-Length: {len}\r\n\r\n{body}",
+            tr = s.phone.transport.via_name(),
+            target = s.target_uri,
+            ntag = s.notifier_tag.clone().unwrap_or_default(),
+            watcher = s.watcher_aor,
+            ptag = s.phone_tag,
+            cid = s.call_id,
+            cseq = plan.cseq,
+            event = s.event,
+            state = plan.state.header_value(),
+            len = body.len(),
+        );
+        self.sv.stats.notifies += 1;
+        let bytes = raw.into_bytes();
+        self.transmits.push_back(Transmit {
+            side: Side::Lan,
+            to: s.phone,
+            bytes: bytes.clone(),
+        });
+        self.sv.notifies.insert(
+            branch,
+            NotifyTx {
+                sub: id.to_string(),
+                to: s.phone,
+                bytes,
+                next_resend: now + NOTIFY_T1,
+                interval: NOTIFY_T1,
+                deadline: now + NOTIFY_DEADLINE,
+            },
+        );
+        // The subscription's CSeq and version persist (a restart carries on).
+        let unix = self.unix(now);
+        if let Some(cs) = self.subs.get_mut(id) {
+            cs.notify_cseq = plan.cseq;
+            if let Some(v) = plan.version {
+                cs.last_version = Some(v);
+            }
+            cs.last_notify_at = Some(unix);
+            cs.notifies += 1;
+            let w = StoreWrite::UpsertSubscription(cs.clone());
+            self.store_jobs.push_back(StoreJob {
+                token: None,
+                writes: vec![w],
+            });
+        }
+    }
+
+    fn sv_notify_timers(&mut self, now: Instant) {
+        let mut lost = Vec::new();
+        let mut resend = Vec::new();
+        for (b, n) in self.sv.notifies.iter_mut() {
+            if now >= n.deadline {
+                lost.push((b.clone(), n.sub.clone()));
+            } else if now >= n.next_resend {
+                if n.to.transport == Transport::Udp {
+                    resend.push(Transmit {
+                        side: Side::Lan,
+                        to: n.to,
+                        bytes: n.bytes.clone(),
+                    });
+                }
+                n.interval = (n.interval * 2).min(Duration::from_secs(4));
+                n.next_resend = now + n.interval;
+            }
+        }
+        self.transmits.extend(resend);
+        for (b, id) in lost {
+            self.sv.notifies.remove(&b);
+            self.sv.stats.notifies_lost += 1;
+            self.sv_notify_outcome(now, &id, NotifyOutcome::Lost);
+        }
+    }
+
+    fn sv_notify_outcome(&mut self, now: Instant, id: &str, outcome: NotifyOutcome) {
+        let t = self.ms(now);
+        let Some((sv, retry)) = self.sv.takeover.get_mut(id) else {
+            return;
+        };
+        match sv.notify_outcome(t, outcome, &self.sv.sub_cfg) {
+            FollowUp::None => {}
+            FollowUp::SendNow => self.sv_send_notify(now, id, false),
+            FollowUp::RetryAt(at) => *retry = Some(at),
+            FollowUp::Remove => {
+                self.sv.takeover.remove(id);
+                if self.subs.remove(id).is_some() {
+                    self.store_jobs.push_back(StoreJob {
+                        token: None,
+                        writes: vec![StoreWrite::RemoveSubscription { id: id.to_string() }],
+                    });
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------- resync
+
+    fn sv_start_resync(&mut self, now: Instant, outage_since: Millis, rate_divisor: u32) {
+        let t = self.ms(now);
+        let window = self.sv.cfg.liveness_window;
+        let facts: Vec<BindingFacts<BindingKey>> = self
+            .bindings
+            .iter()
+            .map(|b| BindingFacts {
+                key: (b.aor.clone(), b.contact_uri.clone()),
+                integrity_ok: !b.aor.is_empty() && !b.contact_uri.is_empty(),
+                provenance: match b.provenance {
+                    Provenance::CloudVerified { .. } => registrar::Provenance::CloudVerified,
+                    Provenance::LocalOnly { .. } => registrar::Provenance::LocalOnly,
+                },
+                last_refresh: Some(self.unix_to_ms(b.last_seen)),
+                last_options_ok: None,
+            })
+            .collect();
+        let plan = resync::plan(facts, outage_since, t, window);
+        let verified = plan.verified.len();
+        let rejected = plan.rejected.len();
+        let subs: Vec<String> = self
+            .sv
+            .takeover
+            .iter()
+            .filter(|(_, (s, _))| s.is_local())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let nsubs = subs.len();
+        let mode = if self.sv.cfg.trusted {
+            ResyncMode::Trusted
+        } else {
+            ResyncMode::Untrusted
+        };
+        let cfg = PacerConfig {
+            rate: self.sv.cfg.resync_rate.max(1),
+            ..PacerConfig::default()
+        };
+        let seed = self.sv.rng.next_u64();
+        let pacer = ResyncPacer::new(t, cfg, rate_divisor, mode, plan, subs, Rng::seeded(seed));
+        let rate = pacer.rate();
+        self.sv.pacer = Some(pacer);
+        self.sv.finished_reported = false;
+        self.sv.events.push_back(EdgeEvent::ResyncStarted {
+            mode,
+            verified,
+            rejected,
+            subscriptions: nsubs,
+            rate,
+        });
+        self.sv_pace(now);
+        self.sv_check_resync_done(now);
+    }
+
+    fn sv_pace(&mut self, now: Instant) {
+        let t = self.ms(now);
+        loop {
+            let Some(action) = self.sv.pacer.as_mut().and_then(|p| p.poll_action(t)) else {
+                break;
+            };
+            match action {
+                PacerAction::ReRegister(key) => self.sv_reregister(now, key),
+                PacerAction::TerminateSubscription(id) => self.sv_send_notify(now, &id, true),
+            }
+        }
+    }
+
+    fn sv_reregister(&mut self, now: Instant, key: BindingKey) {
+        let t = self.unix(now);
+        let b = self
+            .bindings
+            .for_aor(&key.0)
+            .iter()
+            .find(|b| uri_key(&b.contact_uri) == uri_key(&key.1))
+            .cloned();
+        let Some(b) = b else {
+            if let Some(p) = self.sv.pacer.as_mut() {
+                p.report(self.ms(now), &key, false);
+            }
+            return;
+        };
+        let cloud = self.cfg.cloud;
+        let hp = self.local_hostport(Side::Wan, cloud.transport);
+        let n = self.sv.rereg.len() as u64 + self.sv.stats.reregisters;
+        let branch = format!("{BRANCH_PREFIX}R{:x}-{:x}", n, self.cfg.seed & 0xffff);
+        let exp = (b.expires_at - t).max(60);
+        let mut params = format!(";expires={exp}");
+        if let Some(i) = &b.instance_id {
+            params.push_str(&format!(";+sip.instance=\"{}\"", i.trim_matches('"')));
+        }
+        if let Some(r) = b.reg_id {
+            params.push_str(&format!(";reg-id={r}"));
+        }
+        let path = b
+            .path
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.route_uri(Side::Wan, cloud.transport));
+        let h = hash64(&[&b.aor, &b.contact_uri], self.cfg.seed);
+        let raw = format!(
+            "REGISTER sip:{d} SIP/2.0\r\n\
+             Via: SIP/2.0/{tr} {hp};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{aor}>;tag=hlr{h:x}\r\n\
+             To: <{aor}>\r\n\
+             Call-ID: hl-resync-{h:x}@{hp}\r\n\
+             CSeq: {seq} REGISTER\r\n\
+             Contact: <{uri}>{params}\r\n\
+             Path: {path}\r\n\
+             Supported: path\r\n\
+             Expires: {exp}\r\n\
+             User-Agent: holdline/{v}\r\n\
+             Content-Length: 0\r\n\r\n",
+            d = self.cfg.domain,
+            tr = cloud.transport.via_name(),
+            aor = b.aor,
+            seq = self.sv.stats.reregisters + 1,
+            uri = b.contact_uri,
+            v = env!("CARGO_PKG_VERSION"),
+        );
+        self.sv.stats.reregisters += 1;
+        self.sv.rereg.insert(branch, (key, now));
+        self.transmits.push_back(Transmit {
+            side: Side::Wan,
+            to: cloud,
+            bytes: raw.into_bytes(),
+        });
+    }
+
+    fn sv_check_resync_done(&mut self, _now: Instant) {
+        if self.sv.finished_reported {
+            return;
+        }
+        if let Some(p) = &self.sv.pacer {
+            if p.is_done() {
+                self.sv.finished_reported = true;
+                let pr = p.progress();
+                self.sv.events.push_back(EdgeEvent::ResyncFinished {
+                    confirmed: pr.bindings_confirmed,
+                    failed: pr.bindings_failed,
+                });
+            }
+        }
+    }
+}
