@@ -44,6 +44,13 @@ const ROUTE_TTL: Duration = Duration::from_secs(40);
 const INVITE_ROUTE_TTL: Duration = Duration::from_secs(200);
 /// Housekeeping period.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Forwarded requests whose return route is remembered at most (a flood
+/// beyond this gets 503 instead of growing memory without bound).
+const MAX_ROUTES: usize = 200_000;
+/// Subscriptions tracked at most.
+const MAX_SUBSCRIPTIONS: usize = 50_000;
+/// A SUBSCRIBE not answered within this many seconds is forgotten.
+const PENDING_SUB_GRACE_S: i64 = 64;
 
 /// Edge settings (the daemon maps its config onto this).
 #[derive(Debug, Clone)]
@@ -141,6 +148,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Store batches that failed.
     pub store_failed: u64,
+    /// Requests refused with 503 because the route table was full.
+    pub overload: u64,
 }
 
 /// A REGISTER forwarded to the cloud, waiting for its final answer.
@@ -680,6 +689,20 @@ impl Edge {
         to: Peer,
     ) {
         let branch = self.our_branch(from_side, &msg);
+        if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&branch) {
+            self.stats.overload += 1;
+            if let Ok(mut r) = holdline_sip::response_for(&msg, 503, "Service Unavailable") {
+                let _ = r.add_header("Retry-After", "5");
+                if msg.method() != Some(&Method::Ack) {
+                    self.transmits.push_back(Transmit {
+                        side: from_side,
+                        to: from,
+                        bytes: r.to_bytes(),
+                    });
+                }
+            }
+            return;
+        }
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             to.transport.via_name(),
@@ -892,7 +915,9 @@ impl Edge {
             Some(Contacts::List(l)) => l.first().map(|c| c.uri.to_string()).unwrap_or_default(),
             _ => String::new(),
         };
-        let _ = now;
+        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+            return;
+        }
         self.subs.insert(Subscription {
             id,
             event,
@@ -905,7 +930,7 @@ impl Edge {
             route_set: Vec::new(),
             subscribe_cseq: cseq,
             notify_cseq: 0,
-            expires_at: 0,
+            expires_at: self.unix(now) + PENDING_SUB_GRACE_S,
             phone: from,
             state: SubState::Pending,
             last_version: None,
@@ -1188,7 +1213,10 @@ impl Edge {
                 }
                 None => {
                     if s.state == SubState::Pending {
+                        // No Expires in the 2xx: RFC 6665 lets the package
+                        // decide; an hour is the usual default.
                         s.state = SubState::Active;
+                        s.expires_at = t + 3600;
                     }
                 }
             }

@@ -797,3 +797,23 @@ fn mutated_messages_never_panic() {
     }
     assert!(t.edge.stats().rx >= 20_000);
 }
+
+#[test]
+fn an_unanswered_subscribe_is_forgotten() {
+    let mut t = T::new();
+    let sub = "SUBSCRIBE sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKs9\r\n\
+        From: <sip:alice@cloud.test>;tag=s9\r\nTo: <sip:bob@cloud.test>\r\n\
+        Call-ID: sub-9\r\nCSeq: 1 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 600\r\n\
+        Contact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(sub);
+    let _ = t.out();
+    assert_eq!(
+        t.edge.subs().get("sub-9;s9").map(|s| s.state.name()),
+        Some("pending")
+    );
+    t.edge.handle_timeout(t.now + Duration::from_secs(30));
+    assert!(t.edge.subs().get("sub-9;s9").is_some());
+    t.edge.handle_timeout(t.now + Duration::from_secs(70));
+    assert!(t.edge.subs().get("sub-9;s9").is_none());
+}

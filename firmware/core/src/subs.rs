@@ -61,7 +61,7 @@ pub struct Subscription {
     pub subscribe_cseq: u32,
     /// Notifier's last NOTIFY CSeq.
     pub notify_cseq: u32,
-    /// Expiry, unix seconds (0 until the 2xx says).
+    /// Expiry, unix seconds (while Pending: when to give up waiting for the answer).
     pub expires_at: i64,
     /// The phone's transport address.
     pub phone: Peer,
@@ -191,7 +191,8 @@ impl Subs {
             .filter(|s| match s.state {
                 SubState::Terminated { .. } => true,
                 SubState::Active => s.expires_at > 0 && s.expires_at <= now_unix,
-                SubState::Pending => false,
+                // A SUBSCRIBE never answered: dropped once its grace time passes.
+                SubState::Pending => s.expires_at > 0 && s.expires_at <= now_unix,
             })
             .map(|s| s.id.clone())
             .collect();
@@ -281,9 +282,10 @@ mod tests {
         s.insert(mk("2", SubState::Active, 300));
         s.insert(mk("3", SubState::Terminated { reason: None }, 300));
         s.insert(mk("4", SubState::Pending, 0));
+        s.insert(mk("5", SubState::Pending, 150));
         let mut gone = s.sweep(200);
         gone.sort();
-        assert_eq!(gone, vec!["1", "3"]);
+        assert_eq!(gone, vec!["1", "3", "5"]);
         assert_eq!(s.len(), 2);
     }
 }
