@@ -95,6 +95,7 @@ pub fn answer_from_edge(
                     ("messages_out", s.tx.into()),
                     ("forbidden", s.forbidden.into()),
                     ("malformed", s.bad.into()),
+                    ("overload_503", s.overload.into()),
                     ("registered", s.registered.into()),
                     ("store", st.path.display().to_string().into()),
                     ("store_commits", st.commits.into()),
