@@ -253,3 +253,86 @@ fn start_with_console(block: &Block, console_keys: &str) -> Holdline {
         .expect("holdline restarts with the console settings");
     hl
 }
+
+/// Waits (bounded) until holdline's console socket stops answering, i.e.
+/// the process ended on its own; returns its exit code.
+fn exit_code_after_it_ends(hl: &mut Holdline) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = hl.console(&["status"]).expect("console");
+        if a.code == Some(6) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running:\n{}", hl.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    hl.stop().expect("exit status")
+}
+
+/// `reboot` and `factory-reset` confirmed with "yes" on the serial console
+/// (simulated board: no password hash, so no login): a reboot is a clean
+/// restart (exit 8, not a watchdog reset, store kept); a factory reset
+/// erases the store, restores the image default config with the board
+/// profile kept, and leaves the board's identity and history alone.
+#[test]
+fn reboot_and_factory_reset_confirmed_on_the_serial_console() {
+    let block = Block::allocate();
+    let mut hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline starts");
+    let link = wait_for_link(&hl);
+    let mut term = Term::open(&link);
+    term.expect(PROMPT);
+
+    term.type_keys(b"reboot\r");
+    term.expect("Type 'yes' to confirm:");
+    term.type_keys(b"yes\r");
+    let out = term.expect(PROMPT);
+    assert!(out.contains("reboot: clean shutdown"), "{out}");
+    assert_eq!(exit_code_after_it_ends(&mut hl), Some(8), "{}", hl.log());
+    assert!(hl.dir().join("holdline.db").exists());
+    drop(term);
+
+    let _ = std::fs::remove_file(hl.dir().join("console.pty"));
+    hl.start_again().expect("holdline starts after the reboot");
+    let health = hl.console(&["show", "health"]).expect("console");
+    assert!(
+        health
+            .stdout
+            .contains("last boot: power-on  watchdog resets: 0"),
+        "a reboot is not a watchdog reset:\n{}",
+        health.stdout
+    );
+    let log = hl.console(&["show", "log"]).expect("console");
+    assert!(log.stdout.contains("reboot"), "{}", log.stdout);
+
+    // Factory reset, confirmed.
+    let link = wait_for_link(&hl);
+    let mut term = Term::open(&link);
+    term.expect(PROMPT);
+    let dir = hl.dir().to_path_buf();
+    std::fs::write(dir.join("keep-me.txt"), "not the store's").expect("write");
+    term.type_keys(b"factory-reset\r");
+    term.expect("Type 'yes' to confirm:");
+    term.type_keys(b"yes\r");
+    let out = term.expect(PROMPT);
+    assert!(out.contains("factory reset: erasing the store"), "{out}");
+    assert!(out.contains("board sim is kept"), "{out}");
+    assert_eq!(exit_code_after_it_ends(&mut hl), Some(8), "{}", hl.log());
+    for gone in ["holdline.db", "holdline.db-wal", "holdline.db-shm"] {
+        assert!(
+            !dir.join(gone).exists(),
+            "{gone} survived the factory reset"
+        );
+    }
+    assert!(dir.join("keep-me.txt").exists());
+    assert!(!dir.join("factory-reset.pending").exists());
+    let config = std::fs::read_to_string(hl.config_path()).expect("config");
+    assert!(
+        config.contains("# holdline default configuration for the simulated board"),
+        "{config}"
+    );
+    assert!(config.contains("profile = \"sim\""), "{config}");
+    assert!(!config.contains("written by holdline_tests"), "{config}");
+    assert!(hl.log().contains("factory reset done"), "{}", hl.log());
+    // Not restarted here: the image default listens on 127.0.0.1:5060,
+    // which parallel tests may use.
+}
