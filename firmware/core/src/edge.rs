@@ -36,6 +36,10 @@ use crate::subs::{dialog_info_version, sub_id, Mwi, SubState, Subs, Subscription
 use crate::types::{Peer, Side, Subnet, Transmit, Transport};
 use crate::uplink::{Probe, ProbeConfig};
 
+#[path = "survive.rs"]
+mod survive;
+pub use survive::{BindingKey, SurvivalConfig, SurvivalStats};
+
 /// Prefix of every branch holdline generates (`z9hG4bK` + `-hl`).
 const BRANCH_PREFIX: &str = "z9hG4bK-hl";
 /// How long a forwarded request's return address is remembered.
@@ -203,6 +207,7 @@ pub struct Edge {
     next_sweep: Instant,
     stats: Stats,
     logs: VecDeque<String>,
+    sv: survive::Survival,
 }
 
 /// Unix seconds at `now`, given a base pair.
@@ -252,6 +257,10 @@ impl Edge {
     /// A new edge; `now` and `now_unix` pin the wall clock to the monotonic one.
     pub fn new(cfg: EdgeConfig, now: Instant, now_unix: i64) -> Edge {
         let probe = Probe::new(cfg.probe, now);
+        let sv = survive::Survival::new(SurvivalConfig {
+            seed: cfg.seed,
+            ..SurvivalConfig::default()
+        });
         Edge {
             cfg,
             base: now,
@@ -269,6 +278,7 @@ impl Edge {
             next_sweep: now + SWEEP,
             stats: Stats::default(),
             logs: VecDeque::new(),
+            sv,
         }
     }
 
@@ -351,10 +361,14 @@ impl Edge {
 
     /// When [`Edge::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
-        match self.probe.poll_timeout() {
-            Some(t) => t.min(self.next_sweep),
-            None => self.next_sweep,
+        let mut t = self.next_sweep;
+        if let Some(p) = self.probe.poll_timeout() {
+            t = t.min(p);
         }
+        if let Some(s) = self.sv_poll_timeout() {
+            t = t.min(s);
+        }
+        t
     }
 
     /// Next line for the daemon's log (uplink transitions, mode changes).
@@ -373,6 +387,7 @@ impl Edge {
         let mut writes = Vec::new();
         let at = self.unix(now);
         while let Some(e) = self.probe.poll_event() {
+            self.sv_on_uplink_event(now, &e);
             let detail = match e {
                 UplinkEvent::Transition {
                     from, to, reason, ..
@@ -413,6 +428,7 @@ impl Edge {
             self.send_probe(&branch);
         }
         self.drain_uplink_events(now);
+        self.sv_handle_timeout(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.calls.sweep(now);
@@ -476,6 +492,7 @@ impl Edge {
         } else {
             self.handle_response(now, side, from, msg);
         }
+        self.sv_blf_refresh(now);
     }
 
     // ------------------------------------------------------------ helpers
@@ -684,11 +701,26 @@ impl Edge {
         now: Instant,
         from_side: Side,
         from: Peer,
-        mut msg: Message,
+        msg: Message,
         to_side: Side,
         to: Peer,
     ) {
         let branch = self.our_branch(from_side, &msg);
+        self.forward_branch(now, branch, from_side, from, msg, to_side, to);
+    }
+
+    /// [`Edge::forward`] with a given branch.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_branch(
+        &mut self,
+        now: Instant,
+        branch: String,
+        from_side: Side,
+        from: Peer,
+        mut msg: Message,
+        to_side: Side,
+        to: Peer,
+    ) {
         if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&branch) {
             self.stats.overload += 1;
             if let Ok(mut r) = holdline_sip::response_for(&msg, 503, "Service Unavailable") {
@@ -765,6 +797,11 @@ impl Edge {
             );
             return;
         }
+        if self.sv_lan_request(now, from, &mut msg, &method) {
+            return;
+        }
+        // An initial INVITE is watched by fail-fast (kept as received).
+        let original = (method == Method::Invite && !in_dialog).then(|| (msg.clone(), from));
         let to = match next {
             Some((ip, port, t)) => Peer {
                 transport: t.unwrap_or(self.cfg.cloud.transport),
@@ -834,7 +871,13 @@ impl Edge {
             }
             _ => {}
         }
-        self.forward(now, Side::Lan, from, msg, Side::Wan, to);
+        let branch = self.our_branch(Side::Lan, &msg);
+        self.forward_branch(now, branch.clone(), Side::Lan, from, msg, Side::Wan, to);
+        if let Some(o) = original {
+            if let Some(bytes) = self.transmits.back().map(|t| t.bytes.clone()) {
+                self.sv_forwarded_to_cloud(now, &branch, Some(o), &bytes);
+            }
+        }
     }
 
     fn is_cloud_target(&self, ruri: &str) -> bool {
@@ -991,6 +1034,11 @@ impl Edge {
                     self.calls.on_bye(now, cid, (ft, tt), Some(to));
                 }
             }
+            Method::Notify if self.sv_cloud_notify_taken_over(&msg) => {
+                // holdline serves this dialog until it deactivates it.
+                self.reply(Side::Wan, from, &msg, 481, "Subscription Taken Over");
+                return;
+            }
             Method::Notify => self.observe_notify(now, &msg),
             _ => {}
         }
@@ -1084,6 +1132,13 @@ impl Edge {
             self.drain_uplink_events(now);
             return;
         }
+        let consumed = match side {
+            Side::Wan => self.sv_wan_response(now, &branch, &msg),
+            Side::Lan => self.sv_lan_response(now, &branch, &msg),
+        };
+        if consumed {
+            return;
+        }
         msg.pop_via();
         // Where it goes back to.
         let ret = self.routes.get(&branch).copied();
@@ -1107,7 +1162,9 @@ impl Edge {
                 }
             }
         };
-        if to_side == side {
+        // A site-to-site call routed here without the cloud stays on the LAN.
+        let lan_local = side == Side::Lan && to_side == Side::Lan && ret.is_some();
+        if to_side == side && !lan_local {
             // A response must cross sides; anything else is spoofed or looped.
             self.stats.dropped += 1;
             return;
@@ -1133,6 +1190,7 @@ impl Edge {
                 if let Some(p) = self.pending_reg.remove(&branch) {
                     if (200..300).contains(&status) {
                         let writes = self.register_ok(now, &p, &msg);
+                        self.sv_cap_phone_expiry(&mut msg);
                         self.stats.registered += 1;
                         if !writes.is_empty() {
                             let token = self.next_token;
@@ -1166,6 +1224,15 @@ impl Edge {
                     };
                     self.calls
                         .on_invite_response(now, (cid, ft, dir), status, tt.as_deref());
+                    if lan_local {
+                        // Both legs are ours: the caller's too.
+                        self.calls.on_invite_response(
+                            now,
+                            (cid, ft, Direction::Outbound),
+                            status,
+                            tt.as_deref(),
+                        );
+                    }
                 }
             }
             Some(Method::Subscribe) if status >= 200 => {

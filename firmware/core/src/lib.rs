@@ -10,7 +10,10 @@
 //!
 //! Modules: [`edge`] (the proxy policy), [`bindings`] (the binding cache),
 //! [`calls`] (INVITE dialogs, RFC 4235 states), [`subs`] (SUBSCRIBE
-//! dialogs, MWI cache), [`uplink`] (the OPTIONS probe), [`types`].
+//! dialogs, MWI cache), [`uplink`] (the OPTIONS probe driving
+//! holdline-survival's uplink monitor), [`types`]. Survival (issue 4: local
+//! registrar, local routing and fail-fast, BLF/MWI take-over, verified paced
+//! resync) is `edge/survive.rs`, configured with [`Edge::set_survival`].
 
 pub mod bindings;
 pub mod calls;
@@ -21,7 +24,9 @@ pub mod uplink;
 
 pub use bindings::{Binding, Bindings, Provenance};
 pub use calls::{Call, CallState, Calls, Direction};
-pub use edge::{Edge, EdgeConfig, Stats, StoreJob, StoreWrite};
+pub use edge::{
+    BindingKey, Edge, EdgeConfig, Stats, StoreJob, StoreWrite, SurvivalConfig, SurvivalStats,
+};
 pub use subs::{Mwi, SubState, Subs, Subscription};
 pub use types::{Peer, Side, Subnet, Transmit, Transport};
 pub use uplink::{state_name, Probe, ProbeConfig, Uplink};

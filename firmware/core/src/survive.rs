@@ -8,7 +8,7 @@
 //!   (`CloudResponse`, incl. 503 with/without Retry-After), INVITEs that
 //!   got nothing within the fail-fast interval (`TransactionTimeout`) and
 //!   send errors the driver reports ([`Edge::handle_transport_error`]).
-//!   Transitions leave as [`EdgeEvent::Uplink`].
+//!   Transitions are logged and stored (`drain_uplink_events`).
 //! - Registrar: while the cloud is not usable (Down, Recovering) REGISTERs
 //!   are answered here by [`registrar::decide`]: refreshes of known
 //!   bindings get a short jittered expiry and mark the phone alive, unknown
@@ -44,17 +44,12 @@ use holdline_survival::registrar::{self, Known, RegistrarConfig};
 use holdline_survival::resync::{
     self, BindingFacts, PacerAction, PacerConfig, ResyncMode, ResyncPacer, ResyncProgress,
 };
-use holdline_survival::route::{
-    FailFast, FailFastDecision, Route, RoutePolicy, UplinkView,
-};
+use holdline_survival::route::{FailFast, FailFastDecision, Route, RoutePolicy, UplinkView};
 use holdline_survival::subscription::{
     DialogIds, FollowUp, NotifyOutcome, NotifyPlan, Package, RefreshAnswer,
     Subscription as SvSubscription, SubscriptionConfig,
 };
-use holdline_survival::uplink::{
-    Mode, ProbeId, UplinkConfig, UplinkEvent, UplinkInput, UplinkKind, UplinkMonitor,
-    UplinkStatus,
-};
+use holdline_survival::uplink::{UplinkEvent, UplinkKind};
 use holdline_survival::{Millis, Rng};
 
 use super::*;
@@ -66,8 +61,6 @@ pub type BindingKey = (String, String);
 /// Survival settings (the daemon maps `[cloud]`/`[survival]` onto this).
 #[derive(Debug, Clone)]
 pub struct SurvivalConfig {
-    /// Uplink monitor tunables.
-    pub uplink: UplinkConfig,
     /// `[cloud] trusted`: holdline re-registers verified bindings itself.
     pub trusted: bool,
     /// `[cloud] resync_rate`: bindings per second given back.
@@ -87,12 +80,19 @@ pub struct SurvivalConfig {
     pub liveness_window: Duration,
     /// Seed of the jitter generator.
     pub seed: u64,
+    /// While the cloud is up, cap the expiry holdline's 2xx tells phones
+    /// (mid-registrar style; the cloud keeps the phone's own expiry), so
+    /// that every phone refreshes at least this often and proves itself
+    /// alive during an outage. `None`: the cloud's expiry passes unchanged.
+    /// Without it, in untrusted mode a phone that did not refresh during a
+    /// short outage holds the cloud's long expiry and a restarted cloud gets
+    /// it back only at its next refresh: use trusted mode, or set this.
+    pub phone_refresh: Option<Duration>,
 }
 
 impl Default for SurvivalConfig {
     fn default() -> Self {
         SurvivalConfig {
-            uplink: UplinkConfig::default(),
             trusted: false,
             resync_rate: 50,
             backup_route: None,
@@ -100,44 +100,11 @@ impl Default for SurvivalConfig {
             fail_fast: FailFast::<String>::DEFAULT_INTERVAL,
             registrar: RegistrarConfig::default(),
             retry_after: Duration::from_secs(30),
-            liveness_window: Duration::ZERO,
+            liveness_window: Duration::from_secs(30),
             seed: 0x5eed,
+            phone_refresh: None,
         }
     }
-}
-
-/// What the rest of the appliance must know (log, count, event store, LEDs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EdgeEvent {
-    /// From the uplink monitor (transitions, resync allowed, mode changes).
-    Uplink(UplinkEvent),
-    /// A resync began.
-    ResyncStarted {
-        /// Trusted (holdline re-registers) or untrusted (phones' refreshes).
-        mode: ResyncMode,
-        /// Bindings that will be given back.
-        verified: usize,
-        /// Bindings held back (integrity, provenance, liveness).
-        rejected: usize,
-        /// Taken-over subscriptions to end.
-        subscriptions: usize,
-        /// Pace, per second.
-        rate: u32,
-    },
-    /// The resync has nothing left to do.
-    ResyncFinished {
-        /// Bindings the cloud confirmed.
-        confirmed: usize,
-        /// Bindings given up on.
-        failed: usize,
-    },
-    /// An INVITE got nothing from the cloud within the fail-fast interval.
-    FailFast {
-        /// Call-ID.
-        call_id: String,
-        /// Where it went instead (`None`: left with the cloud).
-        rerouted: Option<Route>,
-    },
 }
 
 /// Survival counters for the console.
@@ -178,7 +145,7 @@ pub(super) struct FfInvite {
     forwarded: Message,
     caller: Peer,
     callee: String,
-    sent_at: Millis,
+    sent_at: Instant,
 }
 
 /// An INVITE routed locally: where its CANCEL goes.
@@ -206,12 +173,6 @@ pub(super) struct NotifyTx {
 #[derive(Debug)]
 pub(super) struct Survival {
     pub(super) cfg: SurvivalConfig,
-    pub(super) monitor: UplinkMonitor,
-    /// Probe branch → probe id, and when it was sent.
-    probes: HashMap<String, (ProbeId, Instant)>,
-    pub(super) probes_sent: u64,
-    /// Branches of requests forwarded to the cloud → when.
-    cloud_sent: HashMap<String, (Millis, Instant)>,
     failfast: FailFast<String>,
     ff: HashMap<String, FfInvite>,
     /// Upstream INVITEs cancelled by fail-fast: their late answers are dropped.
@@ -228,27 +189,30 @@ pub(super) struct Survival {
     finished_reported: bool,
     rereg: HashMap<String, (BindingKey, Instant)>,
     resync_fwd: HashMap<String, BindingKey>,
-    outage_since_unix: Option<i64>,
-    events: VecDeque<EdgeEvent>,
+    /// OPTIONS liveness pings to phones at resync: branch → binding.
+    pings: HashMap<String, BindingKey>,
+    next_ping: u64,
+    /// Binding → when its phone last answered an OPTIONS.
+    options_ok: HashMap<BindingKey, Millis>,
+    /// A resync waiting for the pings: (outage since, rate divisor, deadline).
+    pending_resync: Option<(Millis, u32, Instant)>,
     pub(super) stats: SurvivalStats,
 }
 
 const NOTIFY_T1: Duration = Duration::from_millis(500);
 const NOTIFY_DEADLINE: Duration = Duration::from_secs(4);
 const REREG_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the resync waits for phones to answer the liveness OPTIONS.
+const PING_WAIT: Duration = Duration::from_secs(2);
 
 impl Survival {
-    pub(super) fn new(cfg: SurvivalConfig, now: Millis) -> Survival {
+    pub(super) fn new(cfg: SurvivalConfig) -> Survival {
         let policy = RoutePolicy {
             emergency: cfg.emergency.clone(),
             has_backup: cfg.backup_route.is_some(),
             retry_after: cfg.retry_after,
         };
         Survival {
-            monitor: UplinkMonitor::new(cfg.uplink.clone(), now),
-            probes: HashMap::new(),
-            probes_sent: 0,
-            cloud_sent: HashMap::new(),
             failfast: FailFast::new(cfg.fail_fast),
             ff: HashMap::new(),
             abandoned: HashMap::new(),
@@ -264,11 +228,29 @@ impl Survival {
             finished_reported: false,
             rereg: HashMap::new(),
             resync_fwd: HashMap::new(),
-            outage_since_unix: None,
-            events: VecDeque::new(),
+            pings: HashMap::new(),
+            next_ping: 1,
+            options_ok: HashMap::new(),
+            pending_resync: None,
             stats: SurvivalStats::default(),
             cfg,
         }
+    }
+}
+
+/// `;expires=N` of one Contact item lowered to `cap` when above it.
+fn cap_expires_param(item: &str, cap: u64) -> String {
+    let lower = item.to_ascii_lowercase();
+    let Some(pos) = lower.rfind(";expires=") else {
+        return item.to_string();
+    };
+    let start = pos + ";expires=".len();
+    let end = item[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(item.len(), |e| start + e);
+    match item[start..end].parse::<u64>() {
+        Ok(v) if v > cap => format!("{}{cap}{}", &item[..start], &item[end..]),
+        _ => item.to_string(),
     }
 }
 
@@ -289,43 +271,20 @@ fn package_of(event: &str) -> Option<Package> {
     }
 }
 
-fn retry_after_of(msg: &Message) -> Option<Duration> {
-    let v = msg.header("Retry-After")?;
-    let secs: u64 = v.split([';', '(', ' ']).next()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
-}
-
 impl Edge {
     // ------------------------------------------------------- public API
 
     /// Replaces the survival settings (call once after [`Edge::new`]).
-    pub fn set_survival(&mut self, now: Instant, cfg: SurvivalConfig) {
-        self.sv = Survival::new(cfg, self.ms(now));
+    pub fn set_survival(&mut self, cfg: SurvivalConfig) {
+        self.sv = Survival::new(cfg);
     }
 
-    /// The uplink monitor's state, mode, flap level, hold-down, counters.
-    pub fn uplink_status(&self, now: Instant) -> UplinkStatus {
-        self.sv.monitor.status(self.ms(now))
+    /// The survival settings in force.
+    pub fn survival_config(&self) -> &SurvivalConfig {
+        &self.sv.cfg
     }
 
-    /// The uplink state's name: `up`, `suspect`, `down`, `recovering`.
-    pub fn uplink_kind(&self) -> UplinkKind {
-        self.sv.monitor.state().kind()
-    }
-
-    /// `cloud force-down` / `cloud force-up` / `cloud auto`.
-    pub fn set_cloud_mode(&mut self, now: Instant, mode: Mode) {
-        let t = self.ms(now);
-        self.sv.monitor.set_mode(t, mode);
-        self.sv_drain_uplink(now);
-    }
-
-    /// Next event for the log, the event store, the LEDs.
-    pub fn poll_event(&mut self) -> Option<EdgeEvent> {
-        self.sv.events.pop_front()
-    }
-
-    /// Progress of the current (or last) resync.
+    /// Progress of the current (or last) resync, for `show resync`.
     pub fn resync_progress(&self) -> Option<&ResyncProgress> {
         self.sv.pacer.as_ref().map(|p| p.progress())
     }
@@ -335,32 +294,19 @@ impl Edge {
         &self.sv.stats
     }
 
-    /// Sending to `to` failed at the transport (the driver reports it).
+    /// Subscriptions holdline serves itself now (taken over or local).
+    pub fn local_subscriptions(&self) -> usize {
+        self.sv.takeover.len()
+    }
+
+    /// Sending to `to` failed at the transport (the driver reports it):
+    /// evidence for the uplink monitor when `to` is the cloud.
     pub fn handle_transport_error(&mut self, now: Instant, side: Side, to: Peer) {
         if side != Side::Wan || to != self.cfg.cloud {
             return;
         }
-        let t = self.ms(now);
-        // A probe in flight to the cloud failed.
-        let probe = self
-            .sv
-            .probes
-            .iter()
-            .max_by_key(|(_, (_, at))| *at)
-            .map(|(b, (id, _))| (b.clone(), *id));
-        match probe {
-            Some((b, id)) => {
-                self.sv.probes.remove(&b);
-                self.sv
-                    .monitor
-                    .handle(t, UplinkInput::ProbeTransportError { id });
-            }
-            None => self
-                .sv
-                .monitor
-                .handle(t, UplinkInput::TransportError { sent_at: t }),
-        }
-        self.sv_drain_uplink(now);
+        self.probe.on_transport_error(now, now);
+        self.drain_uplink_events(now);
     }
 
     // ------------------------------------------------------------ time
@@ -376,11 +322,11 @@ impl Edge {
 
     /// True while new requests go to the cloud first (Up, Suspect).
     pub(super) fn cloud_usable(&self) -> bool {
-        self.sv.monitor.cloud_usable()
+        self.probe.cloud_usable()
     }
 
-    pub(super) fn sv_poll_timeout(&self) -> Instant {
-        let mut next: Option<Millis> = self.sv.monitor.poll_timeout();
+    pub(super) fn sv_poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Millis> = None;
         let mut consider = |m: Option<Millis>| {
             if let Some(m) = m {
                 next = Some(next.map_or(m, |n| n.min(m)));
@@ -392,39 +338,25 @@ impl Edge {
         for (_, r) in self.sv.takeover.values() {
             consider(*r);
         }
-        let mut at = next.map_or(self.next_sweep, |m| m.to_instant(self.base));
+        let mut at = next.map(|m| m.to_instant(self.base));
+        if let Some((_, _, d)) = self.sv.pending_resync {
+            at = Some(at.map_or(d, |a| a.min(d)));
+        }
         for n in self.sv.notifies.values() {
-            at = at.min(n.next_resend).min(n.deadline);
+            let d = n.next_resend.min(n.deadline);
+            at = Some(at.map_or(d, |a| a.min(d)));
         }
         at
     }
 
     pub(super) fn sv_handle_timeout(&mut self, now: Instant) {
         let t = self.ms(now);
-        self.sv.monitor.handle_timeout(t);
-        while let Some(id) = self.sv.monitor.poll_probe(t) {
-            self.sv.probes_sent += 1;
-            let branch = format!(
-                "{BRANCH_PREFIX}P{:x}-{:x}",
-                id.0,
-                self.cfg.seed & 0xffff_ffff
-            );
-            self.sv.probes.insert(branch.clone(), (id, now));
-            self.probe.sent = self.sv.probes_sent;
-            self.send_probe(&branch);
-        }
-        // Probes the monitor has timed out are forgotten after a while.
-        let keep = self.sv.monitor.config().probe_timeout * 4;
-        self.sv
-            .probes
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < keep);
-        self.sv_drain_uplink(now);
         // Fail-fast.
         self.sv.failfast.handle_timeout(t);
         while let Some(branch) = self.sv.failfast.poll_expired() {
             self.sv_fail_fast(now, &branch);
         }
-        self.sv_drain_uplink(now);
+        self.drain_uplink_events(now);
         // NOTIFY retransmissions and losses.
         self.sv_notify_timers(now);
         // Subscriptions waiting for a retry.
@@ -442,6 +374,13 @@ impl Edge {
             self.sv_send_notify(now, &id, false);
         }
         self.sv.blf.handle_timeout(t);
+        if let Some((outage, divisor, deadline)) = self.sv.pending_resync {
+            if now >= deadline {
+                self.sv.pending_resync = None;
+                self.sv.pings.clear();
+                self.sv_start_resync(now, outage, divisor);
+            }
+        }
         self.sv_pace(now);
         // Re-REGISTERs with no answer.
         let lost: Vec<(String, BindingKey)> = self
@@ -457,102 +396,94 @@ impl Edge {
                 p.report(t, &k, false);
             }
         }
+        // Untrusted: phones that have not come back within twice the
+        // longest survival expiry are not coming (dead): give up on them.
+        let give_up = self.sv.cfg.registrar.expiry_max * 2 + Duration::from_secs(30);
+        if let Some(p) = self.sv.pacer.as_mut() {
+            if p.progress().mode == ResyncMode::Untrusted
+                && !p.is_done()
+                && t.since(p.progress().started_at) > give_up
+            {
+                p.abandon_pending(t);
+            }
+        }
         self.sv_check_resync_done(now);
-        self.sv.cloud_sent.retain(|_, (_, at)| {
-            now.saturating_duration_since(*at) < Duration::from_secs(40)
-        });
         self.sv
             .abandoned
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(40));
         self.sv.local_invites.retain(|_, l| l.until > now);
+        self.sv
+            .ff
+            .retain(|_, f| now.saturating_duration_since(f.sent_at) < INVITE_ROUTE_TTL);
     }
 
-    /// Reacts to what the monitor said.
-    fn sv_drain_uplink(&mut self, now: Instant) {
-        while let Some(ev) = self.sv.monitor.poll_event() {
-            match &ev {
-                UplinkEvent::Transition { to, .. } => {
-                    match to {
-                        UplinkKind::Down => {
-                            if self.sv.outage_since_unix.is_none() {
-                                self.sv.outage_since_unix = Some(self.unix(now));
-                            }
-                            self.sv_take_over(now);
-                        }
-                        UplinkKind::Up => self.sv.outage_since_unix = None,
-                        _ => {}
-                    }
-                    self.sv_update_probe_view(now);
-                }
-                UplinkEvent::ResyncAllowed {
-                    outage_since,
-                    rate_divisor,
-                    ..
-                } => self.sv_start_resync(now, *outage_since, *rate_divisor),
-                UplinkEvent::ModeChanged { .. } => {}
+    /// Reacts to one uplink event (called from `drain_uplink_events`).
+    pub(super) fn sv_on_uplink_event(&mut self, now: Instant, ev: &UplinkEvent) {
+        match ev {
+            UplinkEvent::Transition {
+                to: UplinkKind::Down,
+                ..
+            } => self.sv_take_over(now),
+            UplinkEvent::ResyncAllowed {
+                outage_since,
+                rate_divisor,
+                ..
+            } => {
+                // The monitor's Millis are since the probe's epoch.
+                let outage = Millis::from_instant(self.base, self.probe.instant(*outage_since));
+                self.sv_begin_resync(now, outage, *rate_divisor);
             }
-            self.sv.events.push_back(EdgeEvent::Uplink(ev));
+            _ => {}
         }
     }
 
-    /// Keeps the legacy probe view (`edge.probe()`) in step.
-    fn sv_update_probe_view(&mut self, now: Instant) {
-        let st = self.sv.monitor.state().clone();
-        let since = st.since().to_instant(self.base);
-        let c = self.sv.monitor.counters();
-        let missed = u32::try_from(c.probes_timed_out.min(u64::from(u32::MAX))).unwrap_or(0);
-        self.probe.state = match st.kind() {
-            UplinkKind::Up => Uplink::Up {
-                since,
-                rtt: self.probe.last_rtt.unwrap_or_default(),
-            },
-            UplinkKind::Suspect => Uplink::Suspect { since, missed },
-            UplinkKind::Down | UplinkKind::Recovering => Uplink::Down { since, missed },
-        };
-        let _ = now;
+    /// A log line and an event-store record.
+    fn sv_log(&mut self, now: Instant, detail: String) {
+        let at = self.unix(now);
+        self.logs.push_back(detail.clone());
+        self.store_jobs.push_back(StoreJob {
+            token: None,
+            writes: vec![StoreWrite::Event {
+                at,
+                kind: "survival".into(),
+                detail,
+            }],
+        });
     }
 
     // ------------------------------------------------------- responses
 
-    /// A response from the cloud with one of our branches. True when it was
-    /// ours alone (probe, re-REGISTER, abandoned INVITE) and is consumed.
+    /// Caps the expiry in the cloud's REGISTER 2xx to the phone
+    /// ([`SurvivalConfig::phone_refresh`]).
+    pub(super) fn sv_cap_phone_expiry(&self, resp: &mut Message) {
+        let Some(cap) = self.sv.cfg.phone_refresh else {
+            return;
+        };
+        let cap = cap.as_secs().max(1);
+        let items: Vec<String> = resp
+            .header_values("Contact")
+            .flat_map(list_items)
+            .map(|i| cap_expires_param(i.trim(), cap))
+            .collect();
+        if !items.is_empty() {
+            resp.remove_header("Contact");
+            for i in &items {
+                let _ = resp.add_header("Contact", i);
+            }
+        }
+        if let Some(e) = resp.expires() {
+            if u64::from(e) > cap {
+                let _ = resp.replace_header("Expires", &cap.to_string());
+            }
+        }
+    }
+
+    /// A response from the cloud with one of our branches (after the probe
+    /// check). True when it was ours alone (re-REGISTER, the late answer to
+    /// an INVITE cancelled by fail-fast) and is consumed.
     pub(super) fn sv_wan_response(&mut self, now: Instant, branch: &str, msg: &Message) -> bool {
         let t = self.ms(now);
         let status = msg.status().unwrap_or(0);
-        let retry_after = retry_after_of(msg);
-        if let Some((id, sent)) = self.sv.probes.remove(branch) {
-            let rtt = now.saturating_duration_since(sent);
-            self.probe.answered += 1;
-            self.probe.last_rtt = Some(rtt);
-            self.probe.last_status = Some(status);
-            self.sv.monitor.handle(
-                t,
-                UplinkInput::ProbeResponse {
-                    id,
-                    status,
-                    retry_after,
-                },
-            );
-            self.sv_drain_uplink(now);
-            if let Uplink::Up { since, .. } = self.probe.state {
-                self.probe.state = Uplink::Up { since, rtt };
-            }
-            return true;
-        }
-        if let Some((sent_at, _)) = self.sv.cloud_sent.get(branch).copied() {
-            self.sv.monitor.handle(
-                t,
-                UplinkInput::CloudResponse {
-                    sent_at,
-                    status,
-                    retry_after,
-                },
-            );
-            if status >= 200 {
-                self.sv.cloud_sent.remove(branch);
-            }
-            self.sv_drain_uplink(now);
-        }
         if self.sv.failfast.answered(&branch.to_string()) {
             self.sv.ff.remove(branch);
         }
@@ -598,8 +529,20 @@ impl Edge {
         false
     }
 
-    /// A response from the LAN with one of our branches: our own NOTIFYs.
+    /// A response from the LAN with one of our branches: our own NOTIFYs
+    /// and liveness OPTIONS.
     pub(super) fn sv_lan_response(&mut self, now: Instant, branch: &str, msg: &Message) -> bool {
+        if let Some(key) = self.sv.pings.remove(branch) {
+            // Any answer, even an error, proves the phone is there.
+            let t = self.ms(now);
+            self.sv.options_ok.insert(key, t);
+            if self.sv.pings.is_empty() {
+                if let Some((outage, divisor, _)) = self.sv.pending_resync.take() {
+                    self.sv_start_resync(now, outage, divisor);
+                }
+            }
+            return true;
+        }
         let Some(tx) = self.sv.notifies.get(branch) else {
             return false;
         };
@@ -630,17 +573,13 @@ impl Edge {
         forwarded: &[u8],
     ) {
         let t = self.ms(now);
-        self.sv.cloud_sent.insert(branch.to_string(), (t, now));
         let Some((orig, caller)) = original else {
             return;
         };
         if self.sv.ff.contains_key(branch) {
             return; // retransmission
         }
-        let callee = orig
-            .request_uri()
-            .and_then(uri_user)
-            .unwrap_or_default();
+        let callee = orig.request_uri().and_then(uri_user).unwrap_or_default();
         let Ok(fwd) = Message::parse(forwarded) else {
             return;
         };
@@ -652,7 +591,7 @@ impl Edge {
                 forwarded: fwd,
                 caller,
                 callee,
-                sent_at: t,
+                sent_at: now,
             },
         );
     }
@@ -673,8 +612,8 @@ impl Edge {
 
     fn uplink_view(&self) -> UplinkView {
         UplinkView {
-            up: self.sv.monitor.is_up(),
-            usable: self.sv.monitor.cloud_usable(),
+            up: self.probe.is_up(),
+            usable: self.probe.cloud_usable(),
             resyncing: self.sv.pacer.as_ref().is_some_and(|p| !p.is_done()),
         }
     }
@@ -683,13 +622,8 @@ impl Edge {
         let Some(ff) = self.sv.ff.remove(branch) else {
             return;
         };
-        let t = self.ms(now);
-        self.sv.monitor.handle(
-            t,
-            UplinkInput::TransactionTimeout {
-                sent_at: ff.sent_at,
-            },
-        );
+        self.probe.on_transaction_timeout(now, ff.sent_at);
+        self.drain_uplink_events(now);
         let call_id = ff.original.call_id().unwrap_or_default().to_string();
         let decision = {
             let dir = |n: &str| self.is_site_number(n);
@@ -697,10 +631,10 @@ impl Edge {
         };
         let route = match decision {
             FailFastDecision::KeepWaiting => {
-                self.sv.events.push_back(EdgeEvent::FailFast {
-                    call_id,
-                    rerouted: None,
-                });
+                self.sv_log(
+                    now,
+                    format!("fail-fast: INVITE {call_id} unanswered, no local route: left with the cloud"),
+                );
                 return;
             }
             FailFastDecision::CancelAndRoute(r) => r,
@@ -716,12 +650,22 @@ impl Edge {
         self.sv
             .abandoned
             .insert(branch.to_string(), (ff.forwarded.clone(), now));
-        self.sv.events.push_back(EdgeEvent::FailFast {
-            call_id,
-            rerouted: Some(route),
-        });
+        self.sv_log(
+            now,
+            format!(
+                "fail-fast: INVITE {call_id} unanswered by the cloud: cancelled, routed {route:?}"
+            ),
+        );
         let local_branch = format!("{branch}x");
-        self.sv_route_invite(now, ff.caller, ff.original, route, &ff.callee, branch, &local_branch);
+        self.sv_route_invite(
+            now,
+            ff.caller,
+            ff.original,
+            route,
+            &ff.callee,
+            branch,
+            &local_branch,
+        );
     }
 
     /// Routes a new INVITE without the cloud. `key_branch` is the branch the
@@ -752,8 +696,13 @@ impl Edge {
                 if let (Some(cid), Some(ft)) = (msg.call_id(), msg.from_tag()) {
                     let fu = msg.from().map(|f| aor_of(&f)).unwrap_or_default();
                     let tu = msg.to().map(|t| aor_of(&t)).unwrap_or_default();
-                    self.calls
-                        .on_invite(now, (cid, ft), (&fu, &tu), Direction::Outbound, Some(from));
+                    self.calls.on_invite(
+                        now,
+                        (cid, ft),
+                        (&fu, &tu),
+                        Direction::Outbound,
+                        Some(from),
+                    );
                     self.calls
                         .on_invite_response(now, (cid, ft, Direction::Outbound), 503, None);
                 }
@@ -770,7 +719,11 @@ impl Edge {
                 }
             },
             Route::Backup => match self.sv.cfg.backup_route {
-                Some(p) => (Side::Wan, p, msg.request_uri().unwrap_or_default().to_string()),
+                Some(p) => (
+                    Side::Wan,
+                    p,
+                    msg.request_uri().unwrap_or_default().to_string(),
+                ),
                 None => return,
             },
             Route::Cloud => (
@@ -798,7 +751,11 @@ impl Edge {
                     .on_invite(now, (cid, ft), (&fu, &tu), Direction::Inbound, Some(to));
             }
         }
-        self.double_record_route(&mut msg, (Side::Lan, from.transport), (to_side, to.transport));
+        self.double_record_route(
+            &mut msg,
+            (Side::Lan, from.transport),
+            (to_side, to.transport),
+        );
         self.sv.local_invites.insert(
             key_branch.to_string(),
             LocalInvite {
@@ -845,8 +802,31 @@ impl Edge {
                 if route == Route::Cloud {
                     return false;
                 }
+                // In survival only phones with a binding here place calls.
+                let caller = msg.from().map(|f| aor_of(&f)).unwrap_or_default();
+                if self.bindings.for_aor(&caller).is_empty() {
+                    self.stats.forbidden += 1;
+                    self.reply(Side::Lan, from, msg, 403, "Forbidden (not registered here)");
+                    return true;
+                }
                 let branch = key.clone();
                 self.sv_route_invite(now, from, msg.clone(), route, &callee, &key, &branch);
+                true
+            }
+            Method::Ack
+                if self
+                    .sv
+                    .local_invites
+                    .contains_key(&self.our_branch(Side::Lan, msg)) =>
+            {
+                // ACK of a non-2xx final of a locally routed INVITE (same branch).
+                let key = self.our_branch(Side::Lan, msg);
+                if let Some(l) = self.sv.local_invites.get(&key).cloned() {
+                    let mut m = msg.clone();
+                    let _ = m.set_request_uri(&l.ruri);
+                    m.remove_header("Route");
+                    self.forward_branch(now, l.branch, Side::Lan, from, m, l.to_side, l.to);
+                }
                 true
             }
             Method::Cancel => {
@@ -871,7 +851,7 @@ impl Edge {
                 // no Route is left (a local dialog) or the cloud is gone.
                 let ruri = msg.request_uri().unwrap_or_default().to_string();
                 let no_route = msg.top_route().is_none();
-                if !(no_route || !usable) {
+                if !no_route && usable {
                     return false;
                 }
                 let target = match self.bindings.by_contact(&ruri) {
@@ -914,7 +894,10 @@ impl Edge {
         };
         let key = (
             p.aor.clone(),
-            p.contacts.first().map(|c| c.uri.clone()).unwrap_or_default(),
+            p.contacts
+                .first()
+                .map(|c| c.uri.clone())
+                .unwrap_or_default(),
         );
         if self.cloud_usable() {
             // Untrusted resync: the phone's own refresh goes to the cloud
@@ -975,7 +958,8 @@ impl Edge {
                 instance_id: c.instance.as_deref(),
                 requested_expires: c.expires.or(p.expires),
             };
-            let decision = registrar::decide(&self.sv.cfg.registrar, &known, &reg, &mut self.sv.rng);
+            let decision =
+                registrar::decide(&self.sv.cfg.registrar, &known, &reg, &mut self.sv.rng);
             match decision {
                 registrar::Decision::Refresh { index, expires, .. } => {
                     let Some(old) = existing.get(index) else {
@@ -1120,7 +1104,10 @@ impl Edge {
             };
             if let Ok(mut r) = holdline_sip::response_for(msg, 200, "OK") {
                 let _ = r.add_header("Expires", &expires.to_string());
-                let _ = r.add_header("Contact", &format!("<sip:{}>", self.local_hostport(Side::Lan, from.transport)));
+                let _ = r.add_header(
+                    "Contact",
+                    &format!("<sip:{}>", self.local_hostport(Side::Lan, from.transport)),
+                );
                 let _ = r.set_body(None, b"");
                 self.transmits.push_back(Transmit {
                     side: Side::Lan,
@@ -1194,7 +1181,10 @@ impl Edge {
         self.sv.stats.local_subscriptions += 1;
         if let Ok(mut r) = holdline_sip::response_for(msg, 200, "OK") {
             let _ = r.add_header("Expires", &granted.to_string());
-            let _ = r.add_header("Contact", &format!("<sip:{}>", self.local_hostport(Side::Lan, from.transport)));
+            let _ = r.add_header(
+                "Contact",
+                &format!("<sip:{}>", self.local_hostport(Side::Lan, from.transport)),
+            );
             let _ = r.set_body(None, b"");
             self.transmits.push_back(Transmit {
                 side: Side::Lan,
@@ -1446,6 +1436,55 @@ impl Edge {
 
     // ----------------------------------------------------------- resync
 
+    /// The cloud is back: phones that have not refreshed since the outage
+    /// began are asked with an OPTIONS whether they are alive; the resync
+    /// starts when all answered or after [`PING_WAIT`].
+    fn sv_begin_resync(&mut self, now: Instant, outage_since: Millis, rate_divisor: u32) {
+        let quiet: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| matches!(b.provenance, Provenance::CloudVerified { .. }))
+            .filter(|b| self.unix_to_ms(b.last_seen) < outage_since)
+            .cloned()
+            .collect();
+        self.sv.pings.clear();
+        for b in quiet {
+            let hp = self.local_hostport(Side::Lan, b.transport);
+            let branch = format!(
+                "{BRANCH_PREFIX}O{:x}-{:x}",
+                self.sv.next_ping,
+                self.cfg.seed & 0xffff
+            );
+            self.sv.next_ping += 1;
+            let raw = format!(
+                "OPTIONS {uri} SIP/2.0\r\n\
+                 Via: SIP/2.0/{tr} {hp};branch={branch};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:holdline@{hp}>;tag=hlo{seed:x}\r\n\
+                 To: <{uri}>\r\n\
+                 Call-ID: {branch}@{hp}\r\n\
+                 CSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n",
+                uri = b.contact_uri,
+                tr = b.transport.via_name(),
+                seed = self.cfg.seed & 0xffff,
+            );
+            self.transmits.push_back(Transmit {
+                side: Side::Lan,
+                to: b.peer(),
+                bytes: raw.into_bytes(),
+            });
+            self.sv
+                .pings
+                .insert(branch, (b.aor.clone(), b.contact_uri.clone()));
+        }
+        if self.sv.pings.is_empty() {
+            self.sv_start_resync(now, outage_since, rate_divisor);
+        } else {
+            self.sv.pending_resync = Some((outage_since, rate_divisor, now + PING_WAIT));
+        }
+    }
+
     fn sv_start_resync(&mut self, now: Instant, outage_since: Millis, rate_divisor: u32) {
         let t = self.ms(now);
         let window = self.sv.cfg.liveness_window;
@@ -1460,7 +1499,11 @@ impl Edge {
                     Provenance::LocalOnly { .. } => registrar::Provenance::LocalOnly,
                 },
                 last_refresh: Some(self.unix_to_ms(b.last_seen)),
-                last_options_ok: None,
+                last_options_ok: self
+                    .sv
+                    .options_ok
+                    .get(&(b.aor.clone(), b.contact_uri.clone()))
+                    .copied(),
             })
             .collect();
         let plan = resync::plan(facts, outage_since, t, window);
@@ -1488,23 +1531,20 @@ impl Edge {
         let rate = pacer.rate();
         self.sv.pacer = Some(pacer);
         self.sv.finished_reported = false;
-        self.sv.events.push_back(EdgeEvent::ResyncStarted {
-            mode,
-            verified,
-            rejected,
-            subscriptions: nsubs,
-            rate,
-        });
+        self.sv_log(
+            now,
+            format!(
+                "resync started ({mode:?}): {verified} verified bindings, {rejected} held back, \
+                 {nsubs} subscriptions to deactivate, {rate}/s"
+            ),
+        );
         self.sv_pace(now);
         self.sv_check_resync_done(now);
     }
 
     fn sv_pace(&mut self, now: Instant) {
         let t = self.ms(now);
-        loop {
-            let Some(action) = self.sv.pacer.as_mut().and_then(|p| p.poll_action(t)) else {
-                break;
-            };
+        while let Some(action) = self.sv.pacer.as_mut().and_then(|p| p.poll_action(t)) {
             match action {
                 PacerAction::ReRegister(key) => self.sv_reregister(now, key),
                 PacerAction::TerminateSubscription(id) => self.sv_send_notify(now, &id, true),
@@ -1521,8 +1561,9 @@ impl Edge {
             .find(|b| uri_key(&b.contact_uri) == uri_key(&key.1))
             .cloned();
         let Some(b) = b else {
+            let t = self.ms(now);
             if let Some(p) = self.sv.pacer.as_mut() {
-                p.report(self.ms(now), &key, false);
+                p.report(t, &key, false);
             }
             return;
         };
@@ -1574,19 +1615,26 @@ impl Edge {
         });
     }
 
-    fn sv_check_resync_done(&mut self, _now: Instant) {
+    fn sv_check_resync_done(&mut self, now: Instant) {
         if self.sv.finished_reported {
             return;
         }
-        if let Some(p) = &self.sv.pacer {
-            if p.is_done() {
-                self.sv.finished_reported = true;
-                let pr = p.progress();
-                self.sv.events.push_back(EdgeEvent::ResyncFinished {
-                    confirmed: pr.bindings_confirmed,
-                    failed: pr.bindings_failed,
-                });
-            }
+        let done = self.sv.pacer.as_ref().filter(|p| p.is_done()).map(|p| {
+            let pr = p.progress();
+            (pr.bindings_confirmed, pr.bindings_failed)
+        });
+        if let Some((confirmed, failed)) = done {
+            self.sv.finished_reported = true;
+            self.sv_log(
+                now,
+                format!(
+                    "resync finished: {confirmed} bindings confirmed by the cloud, {failed} failed"
+                ),
+            );
         }
     }
 }
+
+#[cfg(test)]
+#[path = "survive_tests.rs"]
+mod tests;

@@ -189,6 +189,26 @@ impl Probe {
         );
     }
 
+    /// True only in Up (emergency calls go to the cloud only then).
+    pub fn is_up(&self) -> bool {
+        self.monitor.is_up()
+    }
+
+    /// A transaction to the cloud sent at `sent_at` got nothing in time
+    /// (e.g. an INVITE with no provisional within the fail-fast interval).
+    pub fn on_transaction_timeout(&mut self, now: Instant, sent_at: Instant) {
+        let (at, sent_at) = (self.ms(now), self.ms(sent_at));
+        self.monitor
+            .handle(at, UplinkInput::TransactionTimeout { sent_at });
+    }
+
+    /// Sending to the cloud failed at the transport.
+    pub fn on_transport_error(&mut self, now: Instant, sent_at: Instant) {
+        let (at, sent_at) = (self.ms(now), self.ms(sent_at));
+        self.monitor
+            .handle(at, UplinkInput::TransportError { sent_at });
+    }
+
     /// `cloud force-down` / `force-up` / `auto`.
     pub fn set_mode(&mut self, now: Instant, mode: Mode) {
         let at = self.ms(now);

@@ -1,0 +1,716 @@
+//! Survival through the edge, in virtual time: phones and a cloud
+//! exchanging messages with the edge; no sockets, no clock.
+
+use super::*;
+use holdline_survival::uplink::Mode;
+
+const ALICE: &str = "10.0.0.5:5062";
+const BOB: &str = "10.0.0.6:5060";
+const CAROL: &str = "10.0.0.7:5060";
+const DAVE: &str = "10.0.0.8:5060";
+const CLOUD: &str = "192.0.2.10:5060";
+
+fn peer(s: &str) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: s.parse().expect("addr"),
+    }
+}
+
+fn cfg() -> EdgeConfig {
+    EdgeConfig {
+        lan: vec![peer("10.0.0.1:5060")],
+        wan: vec![peer("198.51.100.1:5060")],
+        lan_advertise: None,
+        wan_advertise: None,
+        lan_subnets: vec![Subnet {
+            addr: "10.0.0.0".parse().expect("ip"),
+            prefix: 8,
+        }],
+        cloud: peer(CLOUD),
+        cloud_addrs: vec![],
+        domain: "cloud.test".into(),
+        probe: ProbeConfig {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(300),
+            down_after: 3,
+        },
+        seed: 7,
+    }
+}
+
+struct T {
+    edge: Edge,
+    now: Instant,
+}
+
+impl T {
+    fn new(sv: SurvivalConfig) -> T {
+        let now = Instant::now();
+        let mut edge = Edge::new(cfg(), now, 1_000_000);
+        edge.set_survival(sv);
+        edge.handle_timeout(now);
+        while edge.poll_transmit().is_some() {}
+        T { edge, now }
+    }
+    fn sends(&mut self, from: &str, raw: &str) {
+        self.edge
+            .handle_message(self.now, Side::Lan, peer(from), raw.as_bytes());
+    }
+    fn cloud_sends(&mut self, raw: &str) {
+        self.edge
+            .handle_message(self.now, Side::Wan, peer(CLOUD), raw.as_bytes());
+    }
+    /// Everything out, with store jobs confirmed durable (held 2xx released).
+    fn out(&mut self) -> Vec<(Transmit, Message)> {
+        while let Some(j) = self.edge.poll_store() {
+            if let Some(tok) = j.token {
+                self.edge.handle_store_done(self.now, tok, true);
+            }
+        }
+        let mut v = Vec::new();
+        while let Some(t) = self.edge.poll_transmit() {
+            let m = Message::parse(&t.bytes).expect("edge sends valid SIP");
+            v.push((t, m));
+        }
+        v
+    }
+    /// Out, without the cloud probes.
+    fn out_no_probes(&mut self) -> Vec<(Transmit, Message)> {
+        self.out()
+            .into_iter()
+            .filter(|(_, m)| m.method() != Some(&Method::Options))
+            .collect()
+    }
+    fn one(&mut self) -> (Transmit, Message) {
+        let mut v = self.out_no_probes();
+        assert_eq!(v.len(), 1, "expected exactly one message out: {v:?}");
+        v.remove(0)
+    }
+    /// Advances virtual time to `until`, following poll_timeout.
+    fn advance(&mut self, by: Duration) -> Vec<(Transmit, Message)> {
+        let end = self.now + by;
+        let mut seen = Vec::new();
+        let mut spins = 0;
+        loop {
+            let next = self.edge.poll_timeout().min(end).max(self.now);
+            if next == self.now {
+                spins += 1;
+                assert!(
+                    spins < 100,
+                    "the edge asks to be woken at the same instant forever"
+                );
+            } else {
+                spins = 0;
+            }
+            self.now = next;
+            self.edge.handle_timeout(next);
+            seen.extend(self.out());
+            if next >= end {
+                return seen;
+            }
+        }
+    }
+    fn force(&mut self, mode: Mode) {
+        self.edge.set_cloud_mode(self.now, mode);
+    }
+}
+
+fn register(user: &str, call_id: &str, cseq: u32, contact: &str) -> String {
+    format!(
+        "REGISTER sip:cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {contact};branch=z9hG4bKreg-{user}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@cloud.test>;tag=r{user}\r\n\
+         To: <sip:{user}@cloud.test>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{user}@{contact}>\r\n\
+         Expires: 3600\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The cloud's answer to a forwarded request.
+fn answer(req: &Message, code: u16, extra: &str) -> String {
+    let mut r = format!("SIP/2.0 {code} Whatever\r\n");
+    for v in req.header_values("Via") {
+        r.push_str(&format!("Via: {v}\r\n"));
+    }
+    r.push_str(&format!("From: {}\r\n", req.header("From").expect("from")));
+    let to = req.header("To").expect("to");
+    if req.to_tag().is_none() && code > 100 {
+        r.push_str(&format!("To: {to};tag=cloud1\r\n"));
+    } else {
+        r.push_str(&format!("To: {to}\r\n"));
+    }
+    r.push_str(&format!("Call-ID: {}\r\n", req.call_id().expect("cid")));
+    r.push_str(&format!("CSeq: {}\r\n", req.header("CSeq").expect("cseq")));
+    r.push_str(extra);
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r
+}
+
+/// Registers `user` from `phone` through the cloud (cloud-verified).
+fn register_via_cloud(t: &mut T, user: &str, phone: &str, contact: &str) {
+    t.sends(phone, &register(user, &format!("reg-{user}"), 1, contact));
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        &format!("Contact: <sip:{user}@{contact}>;expires=3600\r\n"),
+    ));
+    let (tx, ok) = t.one();
+    assert_eq!(tx.to, peer(phone));
+    assert_eq!(ok.status(), Some(200));
+}
+
+fn invite(from: &str, to: &str, call_id: &str, contact: &str) -> String {
+    format!(
+        "INVITE sip:{to}@cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {contact};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{from}@cloud.test>;tag=f-{call_id}\r\n\
+         To: <sip:{to}@cloud.test>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:{from}@{contact}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The callee phone's answer to a request it got (To-tag `callee`).
+fn phone_answer(req: &Message, code: u16) -> String {
+    let mut r = format!("SIP/2.0 {code} Whatever\r\n");
+    for v in req.header_values("Via") {
+        r.push_str(&format!("Via: {v}\r\n"));
+    }
+    for v in req.header_values("Record-Route") {
+        r.push_str(&format!("Record-Route: {v}\r\n"));
+    }
+    r.push_str(&format!("From: {}\r\n", req.header("From").expect("from")));
+    let to = req.header("To").expect("to");
+    if req.to_tag().is_none() {
+        r.push_str(&format!("To: {to};tag=callee\r\n"));
+    } else {
+        r.push_str(&format!("To: {to}\r\n"));
+    }
+    r.push_str(&format!("Call-ID: {}\r\n", req.call_id().expect("cid")));
+    r.push_str(&format!("CSeq: {}\r\n", req.header("CSeq").expect("cseq")));
+    r.push_str("Contact: <sip:bob@10.0.0.6:5060>\r\n");
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r
+}
+
+fn contact_expires(m: &Message) -> Vec<u32> {
+    match m.contacts() {
+        Some(Contacts::List(l)) => l.iter().filter_map(|c| c.expires()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn while_down_registers_are_answered_locally_short_and_unknown_phones_stay_local_only() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    t.force(Mode::ForcedDown);
+    assert_eq!(t.edge.probe().state_name(), "down");
+    // alice refreshes: answered here, short jittered expiry, nothing to the cloud
+    t.sends(ALICE, &register("alice", "reg-alice", 2, "10.0.0.5:5062"));
+    let (tx, ok) = t.one();
+    assert_eq!(tx.to, peer(ALICE));
+    assert_eq!(ok.status(), Some(200));
+    let exp = contact_expires(&ok);
+    assert_eq!(exp.len(), 1);
+    assert!((55..=120).contains(&exp[0]), "{exp:?}");
+    let b = &t.edge.bindings().for_aor("sip:alice@cloud.test")[0];
+    assert!(matches!(b.provenance, Provenance::CloudVerified { .. }));
+    assert_eq!(b.cseq, 2);
+    // an out-of-order refresh (lower CSeq) is refused
+    t.sends(ALICE, &register("alice", "reg-alice", 1, "10.0.0.5:5062"));
+    assert_eq!(t.one().1.status(), Some(500));
+    // bob was never seen: a provisional, local-only binding
+    t.sends(BOB, &register("bob", "reg-bob", 1, "10.0.0.6:5060"));
+    let (tx, ok) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    assert_eq!(ok.status(), Some(200));
+    let b = &t.edge.bindings().for_aor("sip:bob@cloud.test")[0];
+    assert!(matches!(b.provenance, Provenance::LocalOnly { .. }));
+    assert_eq!(t.edge.survival_stats().local_registers, 2);
+    assert_eq!(t.edge.survival_stats().local_only_bindings, 1);
+}
+
+#[test]
+fn while_down_calls_go_to_site_phones_backup_or_503() {
+    let mut t = T::new(SurvivalConfig {
+        backup_route: None,
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    // alice calls bob: straight to bob's phone, record-routed, no cloud
+    t.sends(ALICE, &invite("alice", "bob", "c1", "10.0.0.5:5062"));
+    let (tx, inv) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    assert_eq!(tx.side, Side::Lan);
+    assert_eq!(inv.request_uri(), Some("sip:bob@10.0.0.6:5060"));
+    assert_eq!(inv.record_routes().len(), 2);
+    // bob rings and answers: back to alice; both legs tracked
+    t.sends(BOB, &phone_answer(&inv, 180));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(180)));
+    t.sends(BOB, &phone_answer(&inv, 200));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
+    let out = t
+        .edge
+        .calls()
+        .get("c1", "f-c1", Direction::Outbound)
+        .expect("caller leg");
+    assert_eq!(out.state.name(), "confirmed");
+    let inb = t
+        .edge
+        .calls()
+        .get("c1", "f-c1", Direction::Inbound)
+        .expect("callee leg");
+    assert_eq!(inb.state.name(), "confirmed");
+    // ACK and BYE in the dialog go straight to bob (Route = our two entries)
+    let bye = "BYE sip:bob@10.0.0.6:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKbye1;rport\r\n\
+        Route: <sip:10.0.0.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=f-c1\r\nTo: <sip:bob@cloud.test>;tag=callee\r\n\
+        Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.sends(ALICE, bye);
+    let (tx, b) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    assert!(b.routes().is_empty());
+    t.sends(BOB, &phone_answer(&b, 200));
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(ALICE));
+    assert_eq!(t.edge.calls().active(), 0);
+    // an outside number with no backup route: 503 with Retry-After
+    t.sends(ALICE, &invite("alice", "5551234", "c2", "10.0.0.5:5062"));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(503)));
+    assert!(r.header("Retry-After").is_some());
+    // an emergency number always has a route (the cloud, with no backup)
+    t.sends(ALICE, &invite("alice", "911", "c3", "10.0.0.5:5062"));
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    assert_eq!(t.edge.survival_stats().local_calls, 1);
+    assert_eq!(t.edge.survival_stats().rejected_calls, 1);
+}
+
+#[test]
+fn backup_route_takes_outside_and_emergency_calls_while_down() {
+    let backup = peer("192.0.2.99:5060");
+    let mut t = T::new(SurvivalConfig {
+        backup_route: Some(backup),
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    t.sends(ALICE, &invite("alice", "5551234", "c1", "10.0.0.5:5062"));
+    let (tx, _) = t.one();
+    assert_eq!((tx.side, tx.to), (Side::Wan, backup));
+    t.sends(ALICE, &invite("alice", "112", "c2", "10.0.0.5:5062"));
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, backup);
+}
+
+#[test]
+fn fail_fast_cancels_upstream_and_routes_to_the_site_phone() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    // the cloud is Up but silent for this INVITE
+    t.sends(ALICE, &invite("alice", "bob", "ff1", "10.0.0.5:5062"));
+    let (tx, up) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    let seen = t.advance(Duration::from_millis(1_100));
+    let cancel = seen
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Cancel))
+        .expect("CANCEL upstream");
+    assert_eq!(cancel.0.to, peer(CLOUD));
+    assert_eq!(
+        cancel.1.top_via().and_then(|v| v.branch()),
+        up.top_via().and_then(|v| v.branch())
+    );
+    let local = seen
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .expect("INVITE rerouted to bob");
+    assert_eq!(local.0.to, peer(BOB));
+    assert_eq!(t.edge.survival_stats().fail_fast, 1);
+    // the cloud's late 487 is ACKed here, not relayed to alice
+    t.cloud_sends(&answer(&up, 487, ""));
+    let out = t.out_no_probes();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.method(), Some(&Method::Ack));
+    assert_eq!(out[0].0.to, peer(CLOUD));
+    // bob's answer reaches alice
+    let inv = local.1.clone();
+    t.sends(BOB, &phone_answer(&inv, 200));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
+    // a call the cloud answers in time is left alone
+    t.sends(ALICE, &invite("alice", "bob", "ok1", "10.0.0.5:5062"));
+    let (_, up2) = t.one();
+    t.cloud_sends(&answer(&up2, 100, ""));
+    let seen = t.advance(Duration::from_millis(1_500));
+    assert!(seen
+        .iter()
+        .all(|(_, m)| m.method() != Some(&Method::Cancel)));
+}
+
+#[test]
+fn mid_call_requests_reach_the_other_site_phone_when_the_cloud_dies() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    // a call set up through the cloud: alice's BYE carries the cloud in its Route set
+    let bye = "BYE sip:bob@10.0.0.6:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKbye9;rport\r\n\
+        Route: <sip:10.0.0.1:5060;lr>, <sip:198.51.100.1:5060;lr>, <sip:192.0.2.10:5060;lr>, <sip:198.51.100.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=a\r\nTo: <sip:bob@cloud.test>;tag=b\r\n\
+        Call-ID: mid1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    // while the cloud is up it follows the route set to the cloud
+    t.sends(ALICE, bye);
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    // the cloud dies: the same dialog's requests go straight to bob
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    let bye2 = bye
+        .replace("z9hG4bKbye9", "z9hG4bKbye10")
+        .replace("2 BYE", "3 BYE");
+    t.sends(ALICE, &bye2);
+    let (tx, m) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    assert!(m.routes().is_empty());
+    t.sends(BOB, &phone_answer(&m, 200));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
+    assert_eq!(t.edge.survival_stats().direct_in_dialog, 1);
+}
+
+fn subscribe_via_cloud(t: &mut T, notify_cseq: u32, version: u64) {
+    let sub = "SUBSCRIBE sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKs1\r\n\
+        From: <sip:alice@cloud.test>;tag=s1\r\nTo: <sip:bob@cloud.test>\r\n\
+        Call-ID: sub-1\r\nCSeq: 10 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 600\r\n\
+        Contact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.sends(ALICE, sub);
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 200, "Expires: 600\r\n"));
+    let _ = t.one();
+    let body = format!("<?xml version=\"1.0\"?>\r\n<dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" state=\"full\" entity=\"sip:bob@cloud.test\"></dialog-info>");
+    let notify = format!(
+        "NOTIFY sip:alice@10.0.0.5:5062 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKn1\r\n\
+        Route: <sip:198.51.100.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        From: <sip:bob@cloud.test>;tag=cloud1\r\nTo: <sip:alice@cloud.test>;tag=s1\r\n\
+        Call-ID: sub-1\r\nCSeq: {notify_cseq} NOTIFY\r\nEvent: dialog\r\n\
+        Subscription-State: active;expires=599\r\nContent-Type: application/dialog-info+xml\r\n\
+        Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    t.cloud_sends(&notify);
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(ALICE));
+}
+
+fn version_of(m: &Message) -> Option<u64> {
+    crate::subs::dialog_info_version(&String::from_utf8_lossy(m.body()))
+}
+
+#[test]
+fn blf_is_taken_over_in_its_dialog_with_cseq_and_version_above_the_last_seen() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    subscribe_via_cloud(&mut t, 5, 3);
+    t.force(Mode::ForcedDown);
+    // take-over: one NOTIFY with the state holdline knows, same dialog
+    let (tx, n) = t.one();
+    assert_eq!(tx.to, peer(ALICE));
+    assert_eq!(n.method(), Some(&Method::Notify));
+    assert_eq!(n.call_id(), Some("sub-1"));
+    assert_eq!(n.from_tag(), Some("cloud1"));
+    assert_eq!(n.to_tag(), Some("s1"));
+    assert_eq!(n.cseq().map(|c| c.seq), Some(6));
+    assert_eq!(version_of(&n), Some(4));
+    assert!(n
+        .subscription_state()
+        .is_some_and(|s| s.state.eq_ignore_ascii_case("active")));
+    t.sends(ALICE, &phone_answer(&n, 200));
+    assert!(t.out_no_probes().is_empty(), "our NOTIFY's 200 is consumed");
+    // a call to bob routed here: the watcher sees it, CSeq/version go on
+    t.sends(BOB, &invite("bob", "alice", "blf1", "10.0.0.6:5060"));
+    let out = t.out_no_probes();
+    let notify = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .expect("BLF NOTIFY");
+    assert_eq!(notify.1.cseq().map(|c| c.seq), Some(7));
+    assert_eq!(version_of(&notify.1), Some(5));
+    let body = String::from_utf8_lossy(notify.1.body()).into_owned();
+    assert!(body.contains("blf1") && body.contains("trying"), "{body}");
+    let inv = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .expect("call to alice")
+        .1
+        .clone();
+    t.sends(ALICE, &phone_answer(&notify.1, 200));
+    let _ = t.out();
+    t.sends(ALICE, &phone_answer(&inv, 200));
+    let out = t.out_no_probes();
+    let n = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .expect("confirmed NOTIFY");
+    assert_eq!(n.1.cseq().map(|c| c.seq), Some(8));
+    assert!(String::from_utf8_lossy(n.1.body()).contains("confirmed"));
+    // a refresh is answered here, followed by a NOTIFY
+    t.sends(ALICE, &phone_answer(&n.1, 200));
+    let _ = t.out();
+    let refresh = "SUBSCRIBE sip:bob@10.0.0.1:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKs2\r\n\
+        From: <sip:alice@cloud.test>;tag=s1\r\nTo: <sip:bob@cloud.test>;tag=cloud1\r\n\
+        Call-ID: sub-1\r\nCSeq: 11 SUBSCRIBE\r\nEvent: dialog\r\nExpires: 600\r\n\
+        Contact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.sends(ALICE, refresh);
+    let out = t.out_no_probes();
+    assert!(out.iter().all(|(tx, _)| tx.to == peer(ALICE)));
+    assert!(out.iter().any(|(_, m)| m.status() == Some(200)));
+    assert!(out
+        .iter()
+        .any(|(_, m)| m.method() == Some(&Method::Notify) && m.cseq().map(|c| c.seq) == Some(9)));
+}
+
+#[test]
+fn new_subscribe_while_down_is_served_locally_and_lost_notifies_do_not_kill_it() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    let sub = "SUBSCRIBE sip:alice@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKmwi1\r\n\
+        From: <sip:alice@cloud.test>;tag=m1\r\nTo: <sip:alice@cloud.test>\r\n\
+        Call-ID: mwi-1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: message-summary\r\nExpires: 600\r\n\
+        Contact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.sends(ALICE, sub);
+    let out = t.out_no_probes();
+    assert!(
+        out.iter().all(|(tx, _)| tx.to == peer(ALICE)),
+        "nothing to the cloud"
+    );
+    let ok = out
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("200");
+    assert!(ok.1.to_tag().is_some());
+    let n = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .expect("NOTIFY");
+    assert!(String::from_utf8_lossy(n.1.body()).contains("Messages-Waiting"));
+    assert_eq!(n.1.from_tag(), ok.1.to_tag());
+    assert_eq!(t.edge.local_subscriptions(), 1);
+    // the phone never answers: retransmitted, then counted lost, the
+    // subscription stays (one loss does not end it)
+    let seen = t.advance(Duration::from_secs(5));
+    assert!(
+        seen.iter()
+            .filter(|(_, m)| m.method() == Some(&Method::Notify))
+            .count()
+            >= 2
+    );
+    assert_eq!(t.edge.survival_stats().notifies_lost, 1);
+    assert_eq!(t.edge.local_subscriptions(), 1);
+}
+
+#[test]
+fn trusted_resync_reregisters_only_verified_alive_bindings_and_deactivates_subscriptions() {
+    let mut t = T::new(SurvivalConfig {
+        trusted: true,
+        resync_rate: 10,
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "carol", CAROL, CAROL);
+    register_via_cloud(&mut t, "dave", DAVE, DAVE);
+    subscribe_via_cloud(&mut t, 5, 3);
+    t.now += Duration::from_secs(2);
+    t.force(Mode::ForcedDown);
+    let (_, n) = t.one();
+    t.sends(ALICE, &phone_answer(&n, 200));
+    let _ = t.out();
+    t.now += Duration::from_secs(2);
+    // alice refreshes during the outage (alive); carol does not; bob is new
+    t.sends(ALICE, &register("alice", "reg-alice", 2, "10.0.0.5:5062"));
+    t.sends(BOB, &register("bob", "reg-bob", 1, "10.0.0.6:5060"));
+    let _ = t.out();
+    t.force(Mode::ForcedUp);
+    // phones quiet during the outage are asked whether they are alive:
+    // dave answers, carol does not
+    let mut pinged = Vec::new();
+    let mut first = t.out();
+    first.extend(t.advance(Duration::from_millis(100)));
+    for (tx, m) in first {
+        if m.method() == Some(&Method::Options) && tx.side == Side::Lan {
+            pinged.push(tx.to);
+            if tx.to == peer(DAVE) {
+                t.sends(DAVE, &phone_answer(&m, 200));
+            }
+        }
+    }
+    pinged.sort_by_key(|p| p.addr);
+    assert_eq!(pinged, vec![peer(CAROL), peer(DAVE)]);
+    let seen = t.advance(Duration::from_secs(4));
+    let regs: Vec<&Message> = seen
+        .iter()
+        .filter(|(tx, m)| tx.to == peer(CLOUD) && m.method() == Some(&Method::Register))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(regs.len(), 2, "only alice and dave are verified and alive");
+    let r = regs
+        .iter()
+        .find(|r| r.to().is_some_and(|x| x.uri.contains("alice")))
+        .copied()
+        .expect("alice re-registered");
+    let d = regs
+        .iter()
+        .find(|r| r.to().is_some_and(|x| x.uri.contains("dave")))
+        .copied()
+        .expect("dave re-registered");
+    assert_eq!(
+        r.to().map(|x| x.uri.to_string()),
+        Some("sip:alice@cloud.test".into())
+    );
+    assert_eq!(r.paths().len(), 1, "with our Path");
+    assert!(r
+        .header("Contact")
+        .is_some_and(|c| c.contains("alice@10.0.0.5:5062")));
+    let p = t.edge.resync_progress().expect("resync");
+    assert_eq!(p.bindings_total, 2);
+    assert_eq!(p.rejected, (0, 1, 1), "bob local-only, carol not alive");
+    // the deactivation NOTIFY of the taken-over subscription
+    let deact = seen
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .expect("deactivation");
+    assert_eq!(deact.1.cseq().map(|c| c.seq), Some(7));
+    assert!(deact
+        .1
+        .header("Subscription-State")
+        .is_some_and(|s| s.contains("terminated") && s.contains("deactivated")));
+    t.sends(ALICE, &phone_answer(&deact.1, 200));
+    t.cloud_sends(&answer(
+        r,
+        200,
+        "Contact: <sip:alice@10.0.0.5:5062>;expires=3600\r\n",
+    ));
+    t.cloud_sends(&answer(
+        d,
+        200,
+        "Contact: <sip:dave@10.0.0.8:5060>;expires=3600\r\n",
+    ));
+    let _ = t.out();
+    let p = t.edge.resync_progress().expect("resync");
+    assert_eq!(p.bindings_confirmed, 2);
+    assert!(p.finished_at.is_some());
+    assert_eq!(t.edge.local_subscriptions(), 0);
+    let mut logs = Vec::new();
+    while let Some(l) = t.edge.poll_log() {
+        logs.push(l);
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("resync finished")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn untrusted_resync_forwards_the_phones_own_refreshes_at_the_pace() {
+    let mut t = T::new(SurvivalConfig {
+        trusted: false,
+        resync_rate: 1,
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    t.now += Duration::from_secs(1);
+    t.sends(ALICE, &register("alice", "reg-alice", 2, "10.0.0.5:5062"));
+    t.sends(BOB, &register("bob", "reg-bob", 2, "10.0.0.6:5060"));
+    let _ = t.out();
+    t.force(Mode::ForcedUp);
+    let seen = t.advance(Duration::from_secs(3));
+    assert!(
+        seen.iter()
+            .all(|(_, m)| m.method() != Some(&Method::Register)),
+        "untrusted: holdline registers nobody itself"
+    );
+    // alice's refresh goes to the cloud (with Path); bob's, right after, is over the pace: local again
+    t.sends(ALICE, &register("alice", "reg-alice", 3, "10.0.0.5:5062"));
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    assert_eq!(fwd.paths().len(), 1);
+    t.sends(BOB, &register("bob", "reg-bob", 3, "10.0.0.6:5060"));
+    let (tx, ok) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    assert!(contact_expires(&ok).iter().all(|e| *e <= 120));
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        "Contact: <sip:alice@10.0.0.5:5062>;expires=3600\r\n",
+    ));
+    let _ = t.out();
+    let p = t.edge.resync_progress().expect("resync");
+    assert_eq!(p.bindings_confirmed, 1);
+    assert_eq!(p.bindings_total, 2);
+}
+
+#[test]
+fn phone_refresh_caps_the_expiry_phones_are_told_while_the_cloud_keeps_its_own() {
+    let mut t = T::new(SurvivalConfig {
+        phone_refresh: Some(Duration::from_secs(300)),
+        ..SurvivalConfig::default()
+    });
+    t.sends(ALICE, &register("alice", "reg-alice", 1, "10.0.0.5:5062"));
+    let (_, fwd) = t.one();
+    assert_eq!(fwd.expires(), Some(3600), "the cloud sees the phone's own");
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        "Contact: <sip:alice@10.0.0.5:5062>;expires=3600\r\nExpires: 3600\r\n",
+    ));
+    let (_, ok) = t.one();
+    assert_eq!(contact_expires(&ok), vec![300]);
+    assert_eq!(ok.expires(), Some(300));
+    let b = &t.edge.bindings().for_aor("sip:alice@cloud.test")[0];
+    assert_eq!(
+        b.expires_at,
+        1_000_000 + 3600,
+        "holdline keeps the cloud's expiry"
+    );
+    assert_eq!(
+        cap_expires_param("<sip:a@h>;expires=30;x=1", 300),
+        "<sip:a@h>;expires=30;x=1"
+    );
+    assert_eq!(
+        cap_expires_param("<sip:a@h>;Expires=900;x=1", 300),
+        "<sip:a@h>;Expires=300;x=1"
+    );
+    assert_eq!(cap_expires_param("<sip:a@h>", 300), "<sip:a@h>");
+}
