@@ -304,6 +304,52 @@ pub fn answer_from_edge(
             }]),
             None => Answer::not_available("show leds"),
         },
+        // integrator (issue 4): resync progress and survival counters.
+        Command::ShowResync => {
+            let sv = edge.survival_stats();
+            let mut fields: Vec<(&'static str, Value)> = match edge.resync_progress() {
+                None => vec![("state", "none".into())],
+                Some(p) => vec![
+                    (
+                        "state",
+                        if p.finished_at.is_some() {
+                            "finished"
+                        } else {
+                            "running"
+                        }
+                        .into(),
+                    ),
+                    ("mode", format!("{:?}", p.mode).to_lowercase().into()),
+                    ("rate_per_s", p.rate.into()),
+                    ("bindings_total", p.bindings_total.into()),
+                    ("bindings_released", p.bindings_released.into()),
+                    ("bindings_confirmed", p.bindings_confirmed.into()),
+                    ("bindings_failed", p.bindings_failed.into()),
+                    ("rejected_integrity", p.rejected.0.into()),
+                    ("rejected_provenance", p.rejected.1.into()),
+                    ("rejected_liveness", p.rejected.2.into()),
+                    ("subscriptions_total", p.subscriptions_total.into()),
+                    ("subscriptions_terminated", p.subscriptions_terminated.into()),
+                ],
+            };
+            fields.extend([
+                ("local_registers", sv.local_registers.into()),
+                ("local_only_bindings", sv.local_only_bindings.into()),
+                ("local_calls", sv.local_calls.into()),
+                ("backup_calls", sv.backup_calls.into()),
+                ("rejected_calls", sv.rejected_calls.into()),
+                ("fail_fast", sv.fail_fast.into()),
+                ("direct_in_dialog", sv.direct_in_dialog.into()),
+                ("subscriptions_local_now", edge.local_subscriptions().into()),
+                ("notifies", sv.notifies.into()),
+                ("notifies_lost", sv.notifies_lost.into()),
+                ("reregisters", sv.reregisters.into()),
+            ]);
+            Answer::ok(vec![Block::Fields {
+                name: "resync",
+                fields,
+            }])
+        }
         Command::Unknown(s) if s.is_empty() => Answer::error("empty command; try `help`"),
         Command::Unknown(s) => Answer::error(format!("unknown command {s:?}; try `help`")),
         other => Answer::not_available(other.name()),
