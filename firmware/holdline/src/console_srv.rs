@@ -329,7 +329,10 @@ pub fn answer_from_edge(
                     ("rejected_provenance", p.rejected.1.into()),
                     ("rejected_liveness", p.rejected.2.into()),
                     ("subscriptions_total", p.subscriptions_total.into()),
-                    ("subscriptions_terminated", p.subscriptions_terminated.into()),
+                    (
+                        "subscriptions_terminated",
+                        p.subscriptions_terminated.into(),
+                    ),
                 ],
             };
             fields.extend([
