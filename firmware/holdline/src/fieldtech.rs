@@ -670,6 +670,157 @@ mod tests {
         d
     }
 
+    struct NoConsole;
+
+    impl holdline_console::serial::Exec for NoConsole {
+        async fn run(&mut self, _line: &str) -> holdline_console::serial::Reply {
+            holdline_console::serial::Reply::error("no console in this test")
+        }
+        fn prompt(&mut self) -> holdline_console::serial::PromptInfo {
+            holdline_console::serial::PromptInfo {
+                site: "test".into(),
+                cloud: "up".into(),
+            }
+        }
+    }
+
+    /// A sim board with a 1 s long press and no serial console, its store
+    /// and config in `d` (the state dir).
+    async fn sim_appliance(d: &Path, fault_injection: bool) -> (Hw, Store, Config) {
+        let profile = d.join("sim-test.toml");
+        let text = holdline_board::profile::BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "sim")
+            .unwrap()
+            .1
+            .replace("long_press_secs = 10", "long_press_secs = 1")
+            .replace("kind = \"pty\"\nlink = \"console.pty\"", "kind = \"none\"");
+        std::fs::write(&profile, text).unwrap();
+        let mut cfg = Config::default();
+        cfg.store.path = d.join("holdline.db");
+        cfg.board.profile = profile.to_str().unwrap().to_string();
+        cfg.health.fault_injection = fault_injection;
+        let mut hw_cfg = crate::hw::HwConfig::new(cfg.board.profile.clone(), state_dir(&cfg));
+        hw_cfg.health.fault_injection = fault_injection;
+        let hw = crate::hw::start(hw_cfg, NoConsole).await.unwrap();
+        let (store, _) = Store::open(&cfg.store.path, Default::default()).unwrap();
+        (hw, store, cfg)
+    }
+
+    #[tokio::test]
+    async fn debug_stall_needs_fault_injection_and_a_known_task() {
+        let d = dir("debug");
+        let (hw, store, cfg) = sim_appliance(&d, false).await;
+        let sip = hw
+            .health()
+            .register(tasks::SIP, Duration::from_secs(30), Instant::now());
+        let mut field = FieldTech::new(&cfg, None, &hw);
+        let cmd = |s: &str| Command::Unknown(s.to_string());
+        let a = field.answer(&cmd("debug stall sip"), &hw, &store).unwrap();
+        assert!(!a.ok);
+        assert!(a.text().contains("fault injection is off"), "{}", a.text());
+        assert!(!sip.stall_requested());
+        assert!(field.answer(&cmd("frobnicate"), &hw, &store).is_none());
+        assert!(field.answer(&Command::Status, &hw, &store).is_none());
+        hw.shutdown().await;
+
+        let d = dir("debug-on");
+        let (hw, store, cfg) = sim_appliance(&d, true).await;
+        let sip = hw
+            .health()
+            .register(tasks::SIP, Duration::from_secs(30), Instant::now());
+        let mut field = FieldTech::new(&cfg, None, &hw);
+        for bad in [
+            "debug",
+            "debug stall",
+            "debug stall console",
+            "debug stall sip now",
+        ] {
+            let a = field.answer(&cmd(bad), &hw, &store).unwrap();
+            assert!(
+                a.text().contains("usage: debug stall"),
+                "{bad}: {}",
+                a.text()
+            );
+        }
+        assert!(!sip.stall_requested());
+        let a = field.answer(&cmd("DEBUG Stall SIP"), &hw, &store).unwrap();
+        assert!(a.ok, "{}", a.text());
+        assert!(sip.stall_requested());
+        // Nothing is pending: the appliance keeps running until the watchdog.
+        assert_eq!(field.should_stop(), None);
+        hw.shutdown().await;
+    }
+
+    /// The reset button held (sim pin): the daemon's receiver gets a
+    /// request, the same factory reset follows: the loop is told to stop
+    /// after the drain time, and `finish` erases the store, restores the
+    /// config and exits for a restart (sim).
+    #[tokio::test]
+    async fn a_long_button_press_performs_the_factory_reset() {
+        let d = dir("button");
+        let (mut hw, store, cfg) = sim_appliance(&d, false).await;
+        let config = d.join("holdline.toml");
+        std::fs::write(&config, "[cloud]\ndomain = \"site.example\"\n").unwrap();
+        store
+            .commit_blocking(vec![event("test", "site data".into())])
+            .unwrap();
+        let mut field = FieldTech::new(&cfg, Some(config.clone()), &hw);
+        let mut presses = hw.factory_reset_requests().unwrap();
+        hw.sim_pins().button.set_level(true);
+        let got = tokio::time::timeout(Duration::from_secs(30), presses.recv()).await;
+        assert_eq!(got.unwrap(), Some(()));
+        hw.sim_pins().button.set_level(false);
+        field.button_long_press(&store);
+        // A second request while one is pending is refused.
+        let again = field.answer(&Command::Reboot, &hw, &store).unwrap();
+        assert!(!again.ok, "{}", again.text());
+        while field.should_stop().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(store
+            .events(10)
+            .unwrap()
+            .iter()
+            .any(|e| e.event.kind == "factory_reset" && e.event.detail.contains("button")));
+        hw.shutdown().await;
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .unwrap();
+        assert_eq!(field.finish(Exit::Ok).await, Exit::Restart);
+        assert!(!d.join("holdline.db").exists());
+        let restored = Config::load(&config).unwrap();
+        assert_eq!(restored.cloud.domain, "cloud.test");
+        assert_eq!(restored.board.profile, cfg.board.profile);
+        assert!(d.join("sim-test.toml").exists());
+    }
+
+    #[tokio::test]
+    async fn a_watchdog_reset_boot_is_written_to_the_event_log() {
+        let d = dir("boot-event");
+        std::fs::write(
+            d.join(holdline_board::watchdog::sim::MARKER_FILE),
+            "simulated watchdog reset\n",
+        )
+        .unwrap();
+        let (hw, store, cfg) = sim_appliance(&d, false).await;
+        assert_eq!(hw.boot_status(), holdline_board::BootStatus::WatchdogReset);
+        let field = FieldTech::new(&cfg, None, &hw);
+        field.record_boot(&hw, &store);
+        let mut found = false;
+        for _ in 0..100 {
+            let events = store.events(10).unwrap();
+            if let Some(e) = events.iter().find(|e| e.event.kind == "watchdog.reset") {
+                assert!(e.event.detail.contains("1 in all"), "{}", e.event.detail);
+                found = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(found, "no watchdog.reset event");
+        hw.shutdown().await;
+    }
+
     #[test]
     fn config_path_from_the_command_line() {
         let p = |v: &[&str]| config_path_in(v.iter().map(std::ffi::OsString::from));
