@@ -7,12 +7,22 @@
 //!   RSS readings from `/proc` for benchmarks.
 //! - [`holdline`]: the built holdline binary with a fixture config (daemon helper's).
 //! - [`kamailio`]: Kamailio as the hosted PBX (`cloud.test`: digest auth,
-//!   usrloc in memory with Path, presence for dialog and message-summary) or
-//!   as a plain stateful edge proxy; location table and subscriptions read
-//!   back; crash/restart.
+//!   usrloc in memory with Path, presence for dialog and message-summary,
+//!   requests from `trusted` addresses such as a trunk not challenged) or as
+//!   a plain stateful edge proxy; location table (JSON-RPC, any size) and
+//!   subscriptions read back; `crash`/`start_again`/`restart` (empty table),
+//!   `freeze`/`thaw` (silent cloud); `kamcmd` and `rpc` for anything else.
 //! - [`sipp`]: SIPp scenarios (under `tests/sipp/`) as phones: register,
-//!   call (UAC), answer (UAS), BLF/MWI watchers, MWI publisher; exit code,
-//!   statistics and the received messages parsed into a result.
+//!   register-and-refresh, call (UAC, with or without a challenge), answer
+//!   (UAS), BLF/MWI watchers (re-subscribe on `deactivated`), MWI publisher,
+//!   a deactivating notifier; exit code, statistics and the messages parsed
+//!   into a [`sipp::SippResult`] (NOTIFYs with dialog states and versions).
+//!
+//! Benchmarks (run by hand, print markdown tables): `src/bin/edge_bench.rs`
+//! (holdline vs a Kamailio edge), `src/bin/detect_bench.rs` (failure
+//! detection time), `src/bin/restart_bench.rs` (cloud restart without holdline).
+//! `RIG_KEEP=1` keeps every run directory; `RIG_KAMAILIO_DEBUG=3` makes
+//! Kamailio verbose.
 //!
 //! A typical test:
 //! ```no_run

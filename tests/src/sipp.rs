@@ -765,7 +765,7 @@ fn parse_stat_csv(text: &str) -> Stats {
 }
 
 /// Parses SIPp's `-trace_msg` log: blocks that start with a line of dashes,
-/// then "UDP message sent (N bytes):" / "UDP message received [N] bytes :".
+/// then `UDP message sent (N bytes):` / `UDP message received [N] bytes :`.
 pub fn parse_message_log(text: &str) -> Vec<SipMessage> {
     let mut out = Vec::new();
     for block in text.split("\n----------------------------------------------- ") {
