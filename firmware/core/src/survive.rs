@@ -484,8 +484,14 @@ impl Edge {
     pub(super) fn sv_wan_response(&mut self, now: Instant, branch: &str, msg: &Message) -> bool {
         let t = self.ms(now);
         let status = msg.status().unwrap_or(0);
-        if self.sv.failfast.answered(&branch.to_string()) {
-            self.sv.ff.remove(branch);
+        self.sv.failfast.answered(&branch.to_string());
+        let is_invite = msg.cseq().is_some_and(|c| c.method == Method::Invite);
+        if status >= 200 && is_invite {
+            if let Some(ff) = self.sv.ff.remove(branch) {
+                if status >= 300 && self.sv_after_cloud_failure(now, branch, ff, msg, status) {
+                    return true;
+                }
+            }
         }
         if let Some((key, _)) = self.sv.rereg.get(branch).cloned() {
             if status >= 200 {
@@ -614,8 +620,59 @@ impl Edge {
         UplinkView {
             up: self.probe.is_up(),
             usable: self.probe.cloud_usable(),
-            resyncing: self.sv.pacer.as_ref().is_some_and(|p| !p.is_done()),
+            resyncing: self.sv.pending_resync.is_some()
+                || self.sv.pacer.as_ref().is_some_and(|p| !p.is_done()),
         }
+    }
+
+    /// The cloud answered an INVITE with a final error: a site phone the
+    /// cloud does not know (404/480: e.g. its location table is still being
+    /// resynced) or a cloud in trouble while not Up is reached here instead
+    /// ([`RoutePolicy::after_cloud_failure`]). True when rerouted (the
+    /// error is ACKed here and not relayed).
+    fn sv_after_cloud_failure(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        ff: FfInvite,
+        msg: &Message,
+        status: u16,
+    ) -> bool {
+        let route = {
+            let dir = |n: &str| self.is_site_number(n);
+            self.sv
+                .policy
+                .after_cloud_failure(&ff.callee, status, self.uplink_view(), &dir)
+        };
+        let Some(route) = route else {
+            return false;
+        };
+        if let Ok(ack) = Message::ack_for(&ff.forwarded, msg) {
+            self.transmits.push_back(Transmit {
+                side: Side::Wan,
+                to: self.cfg.cloud,
+                bytes: ack.to_bytes(),
+            });
+        }
+        self.sv
+            .abandoned
+            .insert(branch.to_string(), (ff.forwarded.clone(), now));
+        let call_id = ff.original.call_id().unwrap_or_default().to_string();
+        self.sv_log(
+            now,
+            format!("INVITE {call_id}: the cloud answered {status}; routed {route:?} here"),
+        );
+        let local_branch = format!("{branch}x");
+        self.sv_route_invite(
+            now,
+            ff.caller,
+            ff.original,
+            route,
+            &ff.callee,
+            branch,
+            &local_branch,
+        );
+        true
     }
 
     fn sv_fail_fast(&mut self, now: Instant, branch: &str) {

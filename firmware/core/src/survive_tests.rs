@@ -714,3 +714,43 @@ fn phone_refresh_caps_the_expiry_phones_are_told_while_the_cloud_keeps_its_own()
     );
     assert_eq!(cap_expires_param("<sip:a@h>", 300), "<sip:a@h>");
 }
+
+#[test]
+fn a_cloud_that_does_not_know_a_site_phone_yet_does_not_fail_the_call() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    // e.g. a restarted cloud whose location table is not resynced yet
+    t.sends(ALICE, &invite("alice", "bob", "nf1", "10.0.0.5:5062"));
+    let (_, up) = t.one();
+    t.cloud_sends(&answer(&up, 100, ""));
+    let _ = t.out();
+    t.cloud_sends(&answer(&up, 404, ""));
+    let out = t.out_no_probes();
+    let ack = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Ack))
+        .expect("the 404 is ACKed here");
+    assert_eq!(ack.0.to, peer(CLOUD));
+    let inv = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .expect("rerouted to bob");
+    assert_eq!(inv.0.to, peer(BOB));
+    assert!(
+        out.iter().all(|(tx, _)| tx.to != peer(ALICE)),
+        "alice never sees the 404"
+    );
+    // a retransmitted 404 is ACKed again, still not relayed
+    t.cloud_sends(&answer(&up, 404, ""));
+    let out = t.out_no_probes();
+    assert!(out
+        .iter()
+        .all(|(tx, m)| tx.to == peer(CLOUD) && m.method() == Some(&Method::Ack)));
+    // a 486 from the cloud is the callee's answer: relayed
+    t.sends(ALICE, &invite("alice", "bob", "busy1", "10.0.0.5:5062"));
+    let (_, up) = t.one();
+    t.cloud_sends(&answer(&up, 486, ""));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(486)));
+}
