@@ -360,3 +360,36 @@ fn a_location_table_of_hundreds_reads_whole() {
     assert_eq!(table.len(), 300);
     assert_eq!(cloud.location_count().expect("statistics"), 300);
 }
+
+#[test]
+fn an_inbound_call_reaches_a_phone_registered_over_tcp() {
+    let block = Block::allocate();
+    let users = User::numbered(1000, 1);
+    let cloud = cloud(&block, &users);
+    let reg = Sipp::new(Scenario::Register)
+        .local(block.phone(0), PHONE_PORT)
+        .remote(cloud.addr().into())
+        .transport(Transport::Tcp)
+        .users(&users)
+        .run()
+        .expect("register over TCP");
+    assert!(reg.all_ok(), "{reg}");
+
+    let uas = Sipp::new(Scenario::Uas)
+        .local(block.phone(0), PHONE_PORT)
+        .transport(Transport::Tcp)
+        .calls(1)
+        .spawn()
+        .expect("phone answers over TCP");
+    let uac = Sipp::new(Scenario::Uac)
+        .name("trunk")
+        .local(block.trunk(), 5060)
+        .remote(cloud.addr().into())
+        .dial(&[(User::new("pstn", ""), "1000".into())])
+        .var("HOLD_MS", "200")
+        .run()
+        .expect("trunk calls");
+    assert!(uac.all_ok(), "{uac}");
+    let phone = uas.wait().expect("phone finishes");
+    assert_eq!(phone.successful, 1, "{phone}");
+}
