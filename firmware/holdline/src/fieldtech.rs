@@ -4,6 +4,11 @@
 //! boot. The daemon owns the loop and calls in (see requests.md,
 //! "fieldtech → daemon"); everything here runs on the loop or after it.
 //!
+//! The serial console asks "Type 'yes'" before `reboot` and `factory-reset`
+//! (holdline-console's serial layer); the Unix socket (`holdline console
+//! reboot`) does not: it is the administrator's scripted path, guarded by
+//! the socket's file permissions.
+//!
 //! ## Reboot (`reboot`, confirmed on the serial console)
 //! The command is answered at once; the loop keeps running for [`DRAIN`] so
 //! the answer reaches the terminal ([`FieldTech::should_stop`]), then the
