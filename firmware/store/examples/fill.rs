@@ -1,9 +1,11 @@
 //! Make a store with N realistic bindings (for benchmarks and manual tests of the daemon):
 //!
-//!     cargo run --release -p holdline-store --example fill -- OUT.db 100000 [EXPIRES_IN_S]
+//!     cargo run --release -p holdline-store --example fill -- OUT.db 100000 [EXPIRES_IN_S [FIRST_OCTET]]
 //!
 //! Bindings `sip:<100000+i>@cloud.test`, verified by the cloud, expiring EXPIRES_IN_S
-//! (default 3600) from now, 10 % of them already expired. Damage can then be added with
+//! (default 3600) from now, 10 % of them already expired, phones' addresses
+//! `FIRST_OCTET.a.b.c:5060` (default 10; 127 keeps anything the daemon might send them on
+//! loopback, for benchmarks on a shared machine). Damage can then be added with
 //! `holdline-store-corrupt`.
 
 use std::net::SocketAddr;
@@ -12,10 +14,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use holdline_store::{Binding, Provenance, Store, StoreOptions, Transport, Write};
 
-fn binding(i: usize, now: i64, expires_at: i64) -> Result<Binding, String> {
-    let source: SocketAddr = format!("10.{}.{}.{}:5060", i / 62_500, (i / 250) % 250, i % 250 + 1)
-        .parse()
-        .map_err(|e| format!("address: {e}"))?;
+fn binding(i: usize, now: i64, expires_at: i64, first_octet: u8) -> Result<Binding, String> {
+    let source: SocketAddr = format!(
+        "{first_octet}.{}.{}.{}:5060",
+        i / 62_500,
+        (i / 250) % 250,
+        i % 250 + 1
+    )
+    .parse()
+    .map_err(|e| format!("address: {e}"))?;
     Ok(Binding {
         aor: format!("sip:{}@cloud.test", 100_000 + i),
         contact: format!(
@@ -39,12 +46,16 @@ fn binding(i: usize, now: i64, expires_at: i64) -> Result<Binding, String> {
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(out), Some(n)) = (args.first(), args.get(1)) else {
-        return Err("usage: fill OUT.db N [EXPIRES_IN_S]".into());
+        return Err("usage: fill OUT.db N [EXPIRES_IN_S [FIRST_OCTET]]".into());
     };
     let n: usize = n.parse().map_err(|e| format!("N: {e}"))?;
     let expires_in: i64 = match args.get(2) {
         Some(s) => s.parse().map_err(|e| format!("EXPIRES_IN_S: {e}"))?,
         None => 3600,
+    };
+    let first_octet: u8 = match args.get(3) {
+        Some(s) => s.parse().map_err(|e| format!("FIRST_OCTET: {e}"))?,
+        None => 10,
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -62,7 +73,7 @@ fn run() -> Result<(), String> {
             } else {
                 now + expires_in
             };
-            writes.push(Write::UpsertBinding(binding(k, now, exp)?));
+            writes.push(Write::UpsertBinding(binding(k, now, exp, first_octet)?));
         }
         store.commit_blocking(writes).map_err(|e| e.to_string())?;
         i = end;
