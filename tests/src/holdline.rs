@@ -3,9 +3,9 @@
 //! when its console answers, stopped on `Drop` (its log printed when the test
 //! fails), restartable with the same config and store.
 //!
-//! The binary is found next to the test executable's directory
-//! (`target/<profile>/holdline`, the test itself lives in
-//! `target/<profile>/deps`); when cargo runs the tests it is (re)built first
+//! The binary is found in the profile directory of the running executable
+//! (`target/<profile>/holdline`; a test lives in `target/<profile>/deps`, a
+//! benchmark bin in `target/<profile>`); when cargo runs the tests it is (re)built first
 //! with `cargo build -p holdline`, so a stale binary is never tested.
 //!
 //! ```no_run
@@ -126,12 +126,16 @@ pub fn binary() -> Result<PathBuf, RigError> {
     BUILT
         .get_or_init(|| {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            // target/<profile>/deps/<test> → target/<profile>
-            let profile_dir = exe
+            // A test: target/<profile>/deps/<test> → target/<profile>;
+            // a bin of this crate (a benchmark): target/<profile>/<bin>.
+            let dir = exe
                 .parent()
-                .and_then(Path::parent)
-                .ok_or_else(|| format!("unexpected test path {}", exe.display()))?
-                .to_path_buf();
+                .ok_or_else(|| format!("unexpected executable path {}", exe.display()))?;
+            let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+                dir.parent().unwrap_or(dir).to_path_buf()
+            } else {
+                dir.to_path_buf()
+            };
             let bin = profile_dir.join("holdline");
             if let Some(cargo) = std::env::var_os("CARGO") {
                 let mut cmd = Command::new(cargo);

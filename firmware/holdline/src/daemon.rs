@@ -167,6 +167,12 @@ enum Wake {
 /// Runs the appliance until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Exit {
     let started = Instant::now();
+    // Finish a factory reset that a power loss interrupted (fieldtech.rs).
+    match crate::fieldtech::resume_pending_reset(&cfg) {
+        Ok(true) => return Exit::Restart, // config may have changed: start again to load it
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "interrupted factory reset not finished"),
+    }
     // Store.
     let opts = StoreOptions {
         purge_interval: Duration::from_secs(cfg.store.purge_interval_s.max(1)),
@@ -324,6 +330,9 @@ pub async fn run(cfg: Config) -> Exit {
     let store_task = hw.health().register(tasks::STORE, STORE_DEADLINE, now);
     let uplink_task = hw.health().register(tasks::UPLINK, UPLINK_DEADLINE, now);
     let mut factory_reset = hw.factory_reset_requests();
+    let mut field =
+        crate::fieldtech::FieldTech::new(&cfg, crate::fieldtech::own_config_path(), &hw);
+    field.record_boot(&hw, &store); // store Event "watchdog.reset" after a watchdog reset
 
     let console_task = tokio::spawn(console_srv::serve(listener, ctx));
 
@@ -442,28 +451,28 @@ pub async fn run(cfg: Config) -> Exit {
                 let _ = req.reply.send(answer);
             }
             Wake::Console(req) => {
-                let answer = console_srv::answer_from_edge(
-                    &req.command,
-                    &edge,
-                    now,
-                    started,
-                    &store,
-                    net.tcp_count(),
-                    Some(&hw),
-                )
-                .unwrap_or_else(|| {
-                    holdline_console::render::Answer::error(
-                        "internal: store command routed to the loop",
+                // Field-tech commands first (reboot, factory-reset, debug stall).
+                let answer = match field.answer(&req.command, &hw, &store) {
+                    Some(a) => a,
+                    None => console_srv::answer_from_edge(
+                        &req.command,
+                        &edge,
+                        now,
+                        started,
+                        &store,
+                        net.tcp_count(),
+                        Some(&hw),
                     )
-                });
+                    .unwrap_or_else(|| {
+                        holdline_console::render::Answer::error(
+                            "internal: store command routed to the loop",
+                        )
+                    }),
+                };
                 let _ = req.reply.send(answer);
             }
             Wake::Timer => {}
-            Wake::FactoryReset(true) => {
-                warn!(
-                    "factory reset requested with the button: not available in this build; ignored"
-                );
-            }
+            Wake::FactoryReset(true) => field.button_long_press(&store),
             Wake::FactoryReset(false) => factory_reset = None,
             Wake::Update(result) => {
                 update_agent = None;
@@ -483,6 +492,9 @@ pub async fn run(cfg: Config) -> Exit {
                 info!(signal = why, "shutting down");
                 break Exit::Ok;
             }
+        }
+        if let Some(exit) = field.should_stop() {
+            break exit; // 500 ms after the answer, so it reaches the terminal
         }
         if now >= edge.poll_timeout() {
             edge.handle_timeout(now);
@@ -547,5 +559,5 @@ pub async fn run(cfg: Config) -> Exit {
     // Dropping the last store handle lets the writer finish queued commits.
     let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     info!("stopped");
-    exit
+    field.finish(exit).await
 }

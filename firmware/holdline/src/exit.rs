@@ -12,7 +12,7 @@
 //! | 5  | cannot listen: a configured address could not be bound |
 //! | 6  | not reachable: `holdline console`/`health` could not reach the daemon's socket |
 //! | 7  | board: the `[board] profile` is unknown or invalid, or a device it names cannot be opened |
-//! | 8  | restart requested: the update agent judged a trial boot failed (simulated board); the supervisor starts holdline again, which is the "reboot" into the previous slot |
+//! | 8  | restart requested: the update agent judged a trial boot failed, or a console `reboot`/`factory-reset` on the simulated board; the supervisor starts holdline again |
 //! | 70 | internal error (EX_SOFTWARE): a bug; supervisors restart |
 //! | 75 | watchdog reset (EX_TEMPFAIL): a critical task stopped checking in and the (simulated) watchdog fired |
 

@@ -15,6 +15,7 @@ mod console_client;
 mod console_srv;
 mod daemon;
 mod exit;
+mod fieldtech;
 mod hw;
 // Management HTTP API (images helper); started when `[mgmt] enabled`.
 #[allow(dead_code)]

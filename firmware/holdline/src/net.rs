@@ -231,9 +231,19 @@ impl Net {
                     debug!(%side, %to, "no UDP socket for this side");
                     return;
                 };
-                // UDP sends do not block for long; try_send_to avoids awaiting in the loop.
-                if let Err(e) = s.try_send_to(&bytes, to.addr) {
-                    debug!(%to, error = %e, "udp send failed");
+                // Sent at once when the socket buffer has room (the usual case);
+                // otherwise a task waits for room, so a burst is not dropped.
+                match s.try_send_to(&bytes, to.addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let s = Arc::clone(s);
+                        tokio::spawn(async move {
+                            if let Err(e) = s.send_to(&bytes, to.addr).await {
+                                debug!(%to, error = %e, "udp send failed");
+                            }
+                        });
+                    }
+                    Err(e) => debug!(%to, error = %e, "udp send failed"),
                 }
             }
             Transport::Tcp => {
