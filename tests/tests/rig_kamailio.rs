@@ -393,3 +393,25 @@ fn an_inbound_call_reaches_a_phone_registered_over_tcp() {
     let phone = uas.wait().expect("phone finishes");
     assert_eq!(phone.successful, 1, "{phone}");
 }
+
+#[test]
+fn a_registration_accepted_without_a_challenge_also_succeeds() {
+    // As from holdline answering locally in survival; here the cloud simply
+    // trusts the source (the trunk address) and does not challenge.
+    let block = Block::allocate();
+    let users = User::numbered(1000, 2);
+    let cloud = cloud(&block, &users);
+    let res = Sipp::new(Scenario::Register)
+        .local(block.trunk(), 5062)
+        .remote(cloud.addr().into())
+        .users(&users)
+        .trace_messages(true)
+        .run()
+        .expect("sipp runs");
+    assert!(res.all_ok(), "{res}");
+    assert!(
+        res.messages.iter().all(|m| m.status() != Some(401)),
+        "challenged anyway"
+    );
+    assert_eq!(cloud.location().expect("ul.dump").len(), 2);
+}
