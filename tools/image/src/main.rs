@@ -43,6 +43,10 @@ enum Cmd {
         /// The firmware binary (release build for that board).
         #[arg(long)]
         firmware: PathBuf,
+        /// Base OS root filesystem (tar, with its kernel under /boot); needed
+        /// by boards whose slots are partitions.
+        #[arg(long)]
+        base_rootfs: Option<PathBuf>,
         /// Firmware version (semver).
         #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
         version: semver::Version,
@@ -183,6 +187,7 @@ fn run(cmd: Cmd) -> Result<String, ImageError> {
         Cmd::Build {
             board,
             firmware,
+            base_rootfs,
             version,
             images,
             pubkey,
@@ -203,6 +208,7 @@ fn run(cmd: Cmd) -> Result<String, ImageError> {
             rootfs::build(
                 &images,
                 &board,
+                base_rootfs.as_deref(),
                 &firmware,
                 &pubkey,
                 &version,

@@ -1,6 +1,9 @@
-//! The root filesystem payload: `images/common/rootfs`, `images/<board>/rootfs`,
-//! the firmware binary, the slot layout and the trusted public keys, as a
-//! deterministic tar (sorted, owner root, one mtime).
+//! The root filesystem payload: the board's base OS (a tar, e.g. from
+//! mmdebstrap, with its kernel under /boot), then `images/common/rootfs`,
+//! `images/<board>/rootfs`, the firmware binary, the slot layout and the
+//! trusted public keys on top, as one tar (overlay sorted, owner root, one
+//! mtime). A real board's slot is a whole root filesystem, so its bundle
+//! needs the base; the simulated board's slots need only the overlay.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use holdline_update::keys;
-use holdline_update::slots::Layout;
+use holdline_update::slots::{Layout, SlotTarget};
 
 /// Failures building the root filesystem.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,17 @@ pub enum RootfsError {
     /// The firmware binary is empty.
     #[error("{0}: firmware binary is empty")]
     EmptyFirmware(PathBuf),
+    /// A real board without a base root filesystem.
+    #[error("board {0:?} writes whole partitions: pass --base-rootfs (a tar of the board's base OS with its kernel)")]
+    NoBase(String),
+    /// The base tar is unreadable.
+    #[error("base rootfs {path}: {detail}")]
+    Base {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
 }
 
 enum Source {
@@ -128,9 +142,11 @@ fn add_parents(out: &mut BTreeMap<String, Item>) {
 }
 
 /// Builds the rootfs tar at `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     images: &Path,
     board: &str,
+    base: Option<&Path>,
     firmware: &Path,
     pubkeys: &[PathBuf],
     version: &semver::Version,
@@ -155,6 +171,13 @@ pub fn build(
             path: layout_path,
             detail: format!("names board {:?}, not {board:?}", layout.board),
         });
+    }
+    let needs_base = layout
+        .slot
+        .iter()
+        .any(|s| matches!(s.target, SlotTarget::Block { .. }));
+    if needs_base && base.is_none() {
+        return Err(RootfsError::NoBase(board.to_owned()));
     }
     let mut items = BTreeMap::new();
     for overlay in [images.join("common/rootfs"), board_dir.join("rootfs")] {
@@ -209,6 +232,9 @@ pub fn build(
     let mut b = tar::Builder::new(file);
     b.mode(tar::HeaderMode::Deterministic);
     let e = io(out);
+    if let Some(base) = base {
+        copy_base(base, &items, &mut b)?;
+    }
     for (name, item) in &items {
         let mut h = tar::Header::new_ustar();
         h.set_mode(item.mode);
@@ -243,5 +269,39 @@ pub fn build(
     }
     let mut f = b.into_inner().map_err(&e)?;
     f.flush().map_err(&e)?;
+    Ok(())
+}
+
+/// Copies the base OS tar into `b`, leaving out what the overlay replaces
+/// (files and directories the overlay brings are written after it).
+fn copy_base(
+    base: &Path,
+    overlay: &BTreeMap<String, Item>,
+    b: &mut tar::Builder<File>,
+) -> Result<(), RootfsError> {
+    let err = |detail: String| RootfsError::Base {
+        path: base.to_path_buf(),
+        detail,
+    };
+    let file = File::open(base).map_err(|e| err(e.to_string()))?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().map_err(|e| err(e.to_string()))? {
+        let mut entry = entry.map_err(|e| err(e.to_string()))?;
+        let path = entry.path().map_err(|e| err(e.to_string()))?.into_owned();
+        let name = path
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_owned();
+        if name.is_empty() || name == "." {
+            continue;
+        }
+        if overlay.contains_key(&name) {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        b.append_data(&mut header, &name, &mut entry)
+            .map_err(|e| err(format!("{name}: {e}")))?;
+    }
     Ok(())
 }

@@ -214,24 +214,92 @@ fn build_for_unknown_board_is_a_clear_error() {
     fails(&out, 3, "manifest.toml");
 }
 
+/// A stand-in for a board's base OS tarball (as mmdebstrap would make it).
+fn base_tar(dir: &Path) -> PathBuf {
+    let p = dir.join("base.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&p).unwrap());
+    for (name, body) in [
+        ("./boot/vmlinuz", "kernel"),
+        ("./etc/os-release", "ID=debian"),
+        (
+            "./etc/holdline/holdline.toml",
+            "base OS default, replaced by the image",
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, body.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap();
+    p
+}
+
+fn payload_files(bundle: &Path) -> Vec<(String, String)> {
+    let b = Bundle::open(bundle).unwrap();
+    let m = b.manifest_unverified().unwrap();
+    b.read_payload(&m, ROOTFS, |r| {
+        let mut files = Vec::new();
+        for e in tar::Archive::new(r).entries()? {
+            let mut e = e?;
+            let name = e.path()?.to_string_lossy().into_owned();
+            let mut body = String::new();
+            if e.header().entry_type().is_file() {
+                std::io::Read::read_to_string(&mut e, &mut body)?;
+            }
+            files.push((name, body));
+        }
+        Ok(files)
+    })
+    .unwrap()
+}
+
 #[test]
 fn every_board_builds() {
     let dir = tempfile::tempdir().unwrap();
     let firmware = dir.path().join("holdline");
     std::fs::write(&firmware, "x").unwrap();
+    let base = base_tar(dir.path());
+    let imgs = images();
     for board in ["sim", "apu2", "cm4-box"] {
         let out = dir.path().join(format!("{board}.hlb"));
-        ok(&tool(&[
-            "build",
-            "--board",
-            board,
-            "--firmware",
-            s(&firmware),
-            "--images",
-            s(&images()),
-            "--out",
-            s(&out),
-        ]));
+        let build = |extra: &[&str]| {
+            let mut args = vec![
+                "build",
+                "--board",
+                board,
+                "--firmware",
+                s(&firmware),
+                "--images",
+                s(&imgs),
+                "--out",
+                s(&out),
+            ];
+            args.extend_from_slice(extra);
+            tool(&args)
+        };
+        if board == "sim" {
+            ok(&build(&[]));
+        } else {
+            // A partition slot is a whole root filesystem: the base OS is required.
+            fails(&build(&[]), 3, "--base-rootfs");
+            ok(&build(&["--base-rootfs", s(&base)]));
+            let files = payload_files(&out);
+            let find = |n: &str| files.iter().filter(|(f, _)| f == n).collect::<Vec<_>>();
+            assert_eq!(
+                find("boot/vmlinuz").len(),
+                1,
+                "{board}: kernel from the base"
+            );
+            assert_eq!(find("etc/os-release").len(), 1);
+            let cfg = find("etc/holdline/holdline.toml");
+            assert_eq!(cfg.len(), 1, "{board}: overlay replaces the base file");
+            assert!(
+                cfg[0].1.contains("[update]"),
+                "{board}: the image's config wins"
+            );
+        }
         let m = Bundle::open(&out).unwrap().manifest_unverified().unwrap();
         assert_eq!(m.compatible, vec![board.to_string()]);
     }
