@@ -200,7 +200,18 @@ pub async fn run(cfg: Config) -> Exit {
         );
     }
     let now = Instant::now();
-    let mut edge = Edge::new(edge_config(&cfg), now, unix_now());
+    let ecfg0 = edge_config(&cfg);
+    let survival_seed = ecfg0.seed ^ 0x5eed_5eed;
+    let mut edge = Edge::new(ecfg0, now, unix_now());
+    // integrator (issue 4): survival settings from `[cloud]` and `[survival]`.
+    edge.set_survival(holdline_core::SurvivalConfig {
+        trusted: cfg.cloud.trusted,
+        resync_rate: cfg.cloud.resync_rate,
+        backup_route: cfg.survival.backup_route.as_ref().map(peer),
+        emergency: cfg.survival.emergency.clone(),
+        seed: survival_seed,
+        ..holdline_core::SurvivalConfig::default()
+    });
     let s2 = store.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         (s2.load_bindings(), s2.load_subscriptions(), s2.load_mwi())
