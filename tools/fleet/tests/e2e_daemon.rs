@@ -185,7 +185,7 @@ fn logs(apps: &[Appliance]) -> String {
 }
 
 #[test]
-fn real_daemons_good_rollout_then_failing_canary_rolls_back() {
+fn real_daemons_good_rollout_then_failing_canaries_roll_back() {
     let bins = build_bins();
     let holdline = bins.join("holdline");
     let image = bins.join("holdline-image");
@@ -216,9 +216,18 @@ fn real_daemons_good_rollout_then_failing_canary_rolls_back() {
             holdline.display()
         ),
     );
+    let crash_fw = root.join("crash-firmware");
+    script(
+        &crash_fw,
+        "echo 'fixture build: crashes at start' >&2\nexit 70",
+    );
     let images = workspace().join("images");
     let mut bundles = Vec::new();
-    for (fw, version) in [(&good_fw, "0.2.0"), (&bad_fw, "0.3.0")] {
+    for (fw, version) in [
+        (&good_fw, "0.2.0"),
+        (&bad_fw, "0.3.0"),
+        (&crash_fw, "0.4.0"),
+    ] {
         let out = root.join(format!("sim-{version}.hlb"));
         let (code, o, e) = run_tool(
             &image,
@@ -377,4 +386,25 @@ fn real_daemons_good_rollout_then_failing_canary_rolls_back() {
     assert!(st.failed_versions.is_empty());
     let canary = client.update_status(inv.get("canary-1").unwrap()).unwrap();
     assert_eq!(canary.failed_versions[0].version.to_string(), "0.3.0");
+
+    // 3. A build that crashes at start (as a hang ends in a watchdog reset):
+    //    the trial boot gets one attempt, the next power-on falls back.
+    let (code, out, _) = fleet(&["abort"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = fleet(&[
+        "rollout",
+        bundles[2].to_str().unwrap(),
+        "--timeout",
+        "180",
+        "--poll-ms",
+        "500",
+    ]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}\n{}", logs(&apps));
+    assert!(
+        out.contains("HALTED in wave 1/3: canary-1: rolled back to 0.2.0 by the appliance: trial boot of slot A did not come up healthy; the bootloader fell back to B"),
+        "{out}\n{}",
+        logs(&apps)
+    );
+    wait_healthy("after the fallback");
+    assert_eq!(version_of("canary-1"), "0.2.0");
 }
