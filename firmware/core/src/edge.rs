@@ -476,6 +476,9 @@ impl Edge {
     /// A message arrived on `side` from `from`.
     pub fn handle_message(&mut self, now: Instant, side: Side, from: Peer, bytes: &[u8]) {
         self.stats.rx += 1;
+        if side == Side::Lan {
+            self.sv_heard(now, from.addr);
+        }
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return; // keep-alive
         }

@@ -196,6 +196,9 @@ pub(super) struct Survival {
     options_ok: HashMap<BindingKey, Millis>,
     /// A resync waiting for the pings: (outage since, rate divisor, deadline).
     pending_resync: Option<(Millis, u32, Instant)>,
+    /// LAN source address → when a message last came from it (a phone
+    /// that answers or places calls during the outage is alive).
+    heard: HashMap<SocketAddr, Millis>,
     pub(super) stats: SurvivalStats,
 }
 
@@ -232,6 +235,7 @@ impl Survival {
             next_ping: 1,
             options_ok: HashMap::new(),
             pending_resync: None,
+            heard: HashMap::new(),
             stats: SurvivalStats::default(),
             cfg,
         }
@@ -434,6 +438,26 @@ impl Edge {
                 self.sv_begin_resync(now, outage, *rate_divisor);
             }
             _ => {}
+        }
+    }
+
+    /// A message came from a LAN address (liveness evidence for the resync).
+    pub(super) fn sv_heard(&mut self, now: Instant, from: SocketAddr) {
+        const MAX_HEARD: usize = 100_000;
+        if self.sv.heard.len() >= MAX_HEARD && !self.sv.heard.contains_key(&from) {
+            self.sv.heard.clear();
+        }
+        let t = self.ms(now);
+        self.sv.heard.insert(from, t);
+    }
+
+    /// The last sign of life of a binding's phone: its last REGISTER or
+    /// any message from its address.
+    fn sv_last_alive(&self, b: &Binding) -> Millis {
+        let reg = self.unix_to_ms(b.last_seen);
+        match self.sv.heard.get(&b.source) {
+            Some(h) => reg.max(*h),
+            None => reg,
         }
     }
 
@@ -1501,7 +1525,7 @@ impl Edge {
             .bindings
             .iter()
             .filter(|b| matches!(b.provenance, Provenance::CloudVerified { .. }))
-            .filter(|b| self.unix_to_ms(b.last_seen) < outage_since)
+            .filter(|b| self.sv_last_alive(b) < outage_since)
             .cloned()
             .collect();
         self.sv.pings.clear();
@@ -1555,7 +1579,7 @@ impl Edge {
                     Provenance::CloudVerified { .. } => registrar::Provenance::CloudVerified,
                     Provenance::LocalOnly { .. } => registrar::Provenance::LocalOnly,
                 },
-                last_refresh: Some(self.unix_to_ms(b.last_seen)),
+                last_refresh: Some(self.sv_last_alive(b)),
                 last_options_ok: self
                     .sv
                     .options_ok
