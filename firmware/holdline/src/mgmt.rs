@@ -386,12 +386,8 @@ fn install_options(query: Option<&str>) -> InstallOptions {
 }
 
 async fn upload(State(st): State<AppState>, req: Request) -> Response {
+    use http_body_util::BodyExt;
     let opts = install_options(req.uri().query());
-    let body: Body = req.into_body();
-    let bytes = match axum::body::to_bytes(body, api::MAX_BUNDLE_BYTES).await {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("upload failed: {e}")),
-    };
     // One file per upload: two uploads at once must not share a file (the
     // agent serializes the installs; the second is refused as "on trial").
     static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -399,11 +395,63 @@ async fn upload(State(st): State<AppState>, req: Request) -> Response {
     let path = st
         .upload_dir
         .join(format!("holdline-upload-{}-{n}.hlb", std::process::id()));
+    // The bundle goes to disk as it arrives (a board may have less memory
+    // than a bundle is large): a blocking writer takes chunks over a small
+    // bounded channel, so a slow disk holds the sender back.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(8);
+    let wpath = path.clone();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&wpath)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()
+    });
+    let mut body: Body = req.into_body();
+    let mut total = 0usize;
+    let mut failure = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                total += data.len();
+                if total > api::MAX_BUNDLE_BYTES {
+                    failure = Some((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("bundle larger than {} bytes", api::MAX_BUNDLE_BYTES),
+                    ));
+                    break;
+                }
+                if tx.send(data).await.is_err() {
+                    // The writer stopped; its error is reported below.
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some((StatusCode::BAD_REQUEST, format!("upload failed: {e}")));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = match writer.await {
+        Ok(r) => r.map_err(|e| format!("cannot store upload: {e}")),
+        Err(e) => Err(format!("upload writer: {e}")),
+    };
+    if let Some((code, why)) = failure {
+        let _ = std::fs::remove_file(&path);
+        return error(code, why);
+    }
+    if let Err(why) = written {
+        let _ = std::fs::remove_file(&path);
+        return error(StatusCode::INTERNAL_SERVER_ERROR, why);
+    }
     let backend = st.backend.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let res = std::fs::write(&path, &bytes)
-            .map_err(|e| InstallFailure::Failed(format!("cannot store upload: {e}")))
-            .and_then(|()| backend.install(&path, opts));
+        let res = backend.install(&path, opts);
         let _ = std::fs::remove_file(&path);
         res
     });
