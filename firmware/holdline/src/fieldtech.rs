@@ -57,10 +57,6 @@
 //! check-ins are ignored, the watchdog stops being fed and fires (the
 //! simulated one exits 75); the next start reports the watchdog reset.
 
-// Until the daemon's dispatch lines land (requests.md, fieldtech → daemon),
-// parts of this interface have no caller yet.
-#![allow(dead_code)]
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
