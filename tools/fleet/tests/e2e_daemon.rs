@@ -4,8 +4,8 @@
 //! their OPTIONS probes, bundles built and signed by `holdline-image`, and
 //! the real `holdline-fleet` binary rolling them out.
 //!
-//! The test builds `holdline` and `holdline-image` with the same cargo that
-//! runs it (a no-op when the workspace is already built).
+//! The test builds the workspace's binaries with the same cargo that runs it
+//! (`cargo build --workspace --bins`, a no-op when they are already built).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -30,7 +30,9 @@ fn workspace() -> PathBuf {
 /// Builds the firmware and the image tool; returns the directory holding them.
 fn build_bins() -> PathBuf {
     let out = Command::new(env!("CARGO"))
-        .args(["build", "-p", "holdline", "-p", "holdline-image"])
+        // The same command as tests/run-all.sh runs before the tests, so in
+        // CI this is a no-op (and builds the same feature set).
+        .args(["build", "--workspace", "--bins"])
         .current_dir(workspace())
         .output()
         .unwrap();
