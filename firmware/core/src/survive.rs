@@ -32,7 +32,7 @@
 //!   untrusted = the phones' own refreshes are forwarded as the pace admits
 //!   (else answered locally again with the short expiry).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use holdline_survival::blf::BlfBoard;
@@ -199,6 +199,11 @@ pub(super) struct Survival {
     /// LAN source address → when a message last came from it (a phone
     /// that answers or places calls during the outage is alive).
     heard: HashMap<SocketAddr, Millis>,
+    /// Calls routed here without the cloud (Call-IDs): the cloud never
+    /// sees them, so their watchers stay with holdline until they end.
+    local_call_ids: HashSet<String>,
+    /// Deactivations held back while a watched phone is in such a call.
+    deferred: Vec<(String, Instant)>,
     pub(super) stats: SurvivalStats,
 }
 
@@ -207,6 +212,8 @@ const NOTIFY_DEADLINE: Duration = Duration::from_secs(4);
 const REREG_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long the resync waits for phones to answer the liveness OPTIONS.
 const PING_WAIT: Duration = Duration::from_secs(2);
+/// Longest a deactivation waits for the watched phone's local calls to end.
+const DEFER_MAX: Duration = Duration::from_secs(120);
 
 impl Survival {
     pub(super) fn new(cfg: SurvivalConfig) -> Survival {
@@ -236,6 +243,8 @@ impl Survival {
             options_ok: HashMap::new(),
             pending_resync: None,
             heard: HashMap::new(),
+            local_call_ids: HashSet::new(),
+            deferred: Vec::new(),
             stats: SurvivalStats::default(),
             cfg,
         }
@@ -416,6 +425,34 @@ impl Edge {
             .abandoned
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(40));
         self.sv.local_invites.retain(|_, l| l.until > now);
+        // Deactivations waiting for the watched phone's local calls to end.
+        if !self.sv.deferred.is_empty() {
+            let due: Vec<String> = self
+                .sv
+                .deferred
+                .iter()
+                .filter(|(id, since)| {
+                    now.saturating_duration_since(*since) >= DEFER_MAX || !self.sv_busy_locally(id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.sv.deferred.retain(|(id, _)| !due.contains(id));
+            for id in due {
+                self.sv_send_notify(now, &id, true);
+            }
+        }
+        if self.sv.local_call_ids.len() > 10_000
+            || self.sv.pacer.as_ref().is_some_and(|p| p.is_done())
+        {
+            let live: HashSet<String> = self
+                .calls
+                .list()
+                .iter()
+                .filter(|c| !matches!(c.state, CallState::Terminated { .. }))
+                .map(|c| c.call_id.clone())
+                .collect();
+            self.sv.local_call_ids.retain(|c| live.contains(c));
+        }
         self.sv
             .ff
             .retain(|_, f| now.saturating_duration_since(f.sent_at) < INVITE_ROUTE_TTL);
@@ -459,6 +496,22 @@ impl Edge {
             Some(h) => reg.max(*h),
             None => reg,
         }
+    }
+
+    /// Whether the entity a subscription watches is in a call routed here
+    /// without the cloud (its end would be invisible to the cloud's BLF).
+    fn sv_busy_locally(&self, id: &str) -> bool {
+        let Some(s) = self.subs.get(id) else {
+            return false;
+        };
+        if s.event.eq_ignore_ascii_case("message-summary") {
+            return false;
+        }
+        self.calls.list().iter().any(|c| {
+            self.sv.local_call_ids.contains(&c.call_id)
+                && !matches!(c.state, CallState::Terminated { .. })
+                && (c.from_uri == s.target_uri || c.to_uri == s.target_uri)
+        })
     }
 
     /// A log line and an event-store record.
@@ -814,7 +867,12 @@ impl Edge {
             ),
         };
         match route {
-            Route::SitePhone => self.sv.stats.local_calls += 1,
+            Route::SitePhone => {
+                self.sv.stats.local_calls += 1;
+                if let Some(cid) = msg.call_id() {
+                    self.sv.local_call_ids.insert(cid.to_string());
+                }
+            }
             Route::Backup => self.sv.stats.backup_calls += 1,
             _ => {}
         }
@@ -1628,7 +1686,13 @@ impl Edge {
         while let Some(action) = self.sv.pacer.as_mut().and_then(|p| p.poll_action(t)) {
             match action {
                 PacerAction::ReRegister(key) => self.sv_reregister(now, key),
-                PacerAction::TerminateSubscription(id) => self.sv_send_notify(now, &id, true),
+                PacerAction::TerminateSubscription(id) => {
+                    if self.sv_busy_locally(&id) {
+                        self.sv.deferred.push((id, now));
+                    } else {
+                        self.sv_send_notify(now, &id, true);
+                    }
+                }
             }
         }
     }

@@ -754,3 +754,83 @@ fn a_cloud_that_does_not_know_a_site_phone_yet_does_not_fail_the_call() {
     let (tx, r) = t.one();
     assert_eq!((tx.to, r.status()), (peer(ALICE), Some(486)));
 }
+
+#[test]
+fn deactivation_waits_for_the_watched_phones_local_call_to_end() {
+    let mut t = T::new(SurvivalConfig {
+        trusted: true,
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    subscribe_via_cloud(&mut t, 5, 3);
+    t.force(Mode::ForcedDown);
+    let (_, n) = t.one();
+    t.sends(ALICE, &phone_answer(&n, 200));
+    let _ = t.out();
+    // bob calls alice while the cloud is gone; the call is up at the resync
+    t.sends(BOB, &invite("bob", "alice", "busy-1", "10.0.0.6:5060"));
+    let out = t.out_no_probes();
+    let inv = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Invite))
+        .expect("to alice")
+        .1
+        .clone();
+    for (_, m) in &out {
+        if m.method() == Some(&Method::Notify) {
+            t.sends(ALICE, &phone_answer(m, 200));
+        }
+    }
+    t.sends(ALICE, &phone_answer(&inv, 200));
+    for (_, m) in t.out_no_probes() {
+        if m.method() == Some(&Method::Notify) {
+            t.sends(ALICE, &phone_answer(&m, 200));
+        }
+    }
+    let _ = t.out();
+    t.force(Mode::ForcedUp);
+    let seen = t.advance(Duration::from_secs(5));
+    for (tx, m) in &seen {
+        if m.method() == Some(&Method::Options) && tx.side == Side::Lan {
+            t.sends(&tx.to.addr.to_string(), &phone_answer(m, 200));
+        }
+    }
+    let seen2 = t.advance(Duration::from_secs(3));
+    assert!(
+        seen.iter().chain(seen2.iter()).all(|(_, m)| !m
+            .header("Subscription-State")
+            .is_some_and(|s| s.contains("deactivated"))),
+        "bob's lamp would go dark with his local call still up"
+    );
+    assert_eq!(t.edge.local_subscriptions(), 1);
+    // bob hangs up: the watcher sees it end, then the deactivation follows
+    let bye = "BYE sip:alice@10.0.0.6:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.6:5060;branch=z9hG4bKbusybye;rport\r\n\
+        Route: <sip:10.0.0.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:bob@cloud.test>;tag=f-busy-1\r\nTo: <sip:alice@cloud.test>;tag=callee\r\n\
+        Call-ID: busy-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.sends(BOB, bye);
+    let mut states = Vec::new();
+    let mut deactivated = false;
+    for _ in 0..5 {
+        for (_, m) in t.advance(Duration::from_secs(1)) {
+            if m.method() == Some(&Method::Notify) {
+                let body = String::from_utf8_lossy(m.body()).into_owned();
+                if body.contains("terminated") {
+                    states.push("terminated");
+                }
+                deactivated |= m
+                    .header("Subscription-State")
+                    .is_some_and(|s| s.contains("deactivated"));
+                t.sends(ALICE, &phone_answer(&m, 200));
+            }
+        }
+    }
+    assert!(
+        states.contains(&"terminated"),
+        "the call's end was notified"
+    );
+    assert!(deactivated, "then the subscription was deactivated");
+}
