@@ -36,7 +36,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Version, slot, health and last update result of every appliance.
-    Status,
+    Status {
+        /// JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Roll a signed bundle out in waves: canary first, then growing waves.
     Rollout {
         /// The signed bundle.
@@ -94,9 +98,14 @@ fn main() -> ExitCode {
     );
     let mut out = std::io::stdout();
     let driven = match cli.cmd {
-        Cmd::Status => {
-            let (table, ok) = rollout::status_table(&inv, &client);
-            print!("{table}");
+        Cmd::Status { json } => {
+            let (text, ok) = if json {
+                let (v, ok) = rollout::status_json(&inv, &client);
+                (format!("{v:#}\n"), ok)
+            } else {
+                rollout::status_table(&inv, &client)
+            };
+            print!("{text}");
             return if ok {
                 ExitCode::SUCCESS
             } else {

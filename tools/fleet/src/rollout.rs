@@ -506,6 +506,35 @@ pub fn abort(state: &Path, out: &mut dyn Write) -> Result<(), FleetError> {
     Ok(())
 }
 
+/// The same read-back as [`status_table`], as JSON: one object per
+/// appliance with its `update` status and `health` (null when unreachable,
+/// with `error` saying why).
+pub fn status_json(inv: &Inventory, client: &Client) -> (serde_json::Value, bool) {
+    let mut all_ok = true;
+    let rows = inv
+        .appliances
+        .iter()
+        .map(|a| {
+            let update = client.update_status(a);
+            let health = client.health(a);
+            all_ok &= update.is_ok() && health.as_ref().is_ok_and(|h| h.healthy);
+            let error = match (&update, &health) {
+                (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            serde_json::json!({
+                "name": a.name,
+                "group": a.group,
+                "address": a.address.to_string(),
+                "update": update.ok(),
+                "health": health.ok(),
+                "error": error,
+            })
+        })
+        .collect();
+    (serde_json::Value::Array(rows), all_ok)
+}
+
 /// One row per appliance: version, slot, trial, health, last result.
 pub fn status_table(inv: &Inventory, client: &Client) -> (String, bool) {
     let mut all_ok = true;

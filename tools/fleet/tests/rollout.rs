@@ -102,6 +102,15 @@ fn good_bundle_rolls_out_wave_by_wave() {
             "{row}"
         );
     }
+    let (code, out, _) = fleet.run(&["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 6);
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["update"]["running_version"], "1.1.0", "{row}");
+        assert_eq!(row["health"]["healthy"], true, "{row}");
+        assert!(row["error"].is_null(), "{row}");
+    }
     // A second rollout is allowed once the first completed; already-current
     // appliances are not re-flashed.
     let (code, out, _) = fleet.run(&args);
