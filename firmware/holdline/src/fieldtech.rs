@@ -569,11 +569,20 @@ pub fn factory_reset(plan: &ResetPlan) -> Result<ResetReport, FieldError> {
                     config_note = format!("no image default for board {}: kept", plan.board);
                 }
                 Some(text) => {
-                    let text = text?;
+                    // A config that cannot be restored (read-only file
+                    // system, bad default) must not keep the store alive.
                     let tmp = with_suffix(cfg, ".factory.tmp");
-                    write_synced(&tmp, &text)?;
-                    config_move = Some((tmp, cfg.clone()));
-                    config_note = format!("{} restored to the image default", cfg.display());
+                    match text.and_then(|t| write_synced(&tmp, &t)) {
+                        Ok(()) => {
+                            config_move = Some((tmp, cfg.clone()));
+                            config_note =
+                                format!("{} restored to the image default", cfg.display());
+                        }
+                        Err(e) => {
+                            error!(error = %e, "factory reset: config NOT restored");
+                            config_note = format!("config NOT restored: {e}");
+                        }
+                    }
                 }
             }
         }
@@ -930,6 +939,26 @@ mod tests {
             std::fs::read_to_string(&cfg).unwrap(),
             "[cloud]\ndomain = \"dev.example\"\n"
         );
+    }
+
+    #[test]
+    fn an_unwritable_config_does_not_keep_the_store() {
+        let d = dir("ro-config");
+        std::fs::write(d.join("holdline.db"), "data").unwrap();
+        // The config's directory does not exist: its replacement cannot be written.
+        let plan = ResetPlan {
+            state_dir: d.clone(),
+            store: d.join("holdline.db"),
+            config: Some(d.join("missing-dir/holdline.toml")),
+            board: "apu2".into(),
+            profile: "apu2".into(),
+            sim: false,
+        };
+        let report = factory_reset(&plan).unwrap();
+        assert_eq!(report.erased, 1);
+        assert!(report.config.contains("NOT restored"), "{report:?}");
+        assert!(!d.join("holdline.db").exists());
+        assert!(!d.join(MARKER).exists());
     }
 
     #[test]
