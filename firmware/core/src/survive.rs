@@ -204,6 +204,8 @@ pub(super) struct Survival {
     local_call_ids: HashSet<String>,
     /// Deactivations held back while a watched phone is in such a call.
     deferred: Vec<(String, Instant)>,
+    /// Untrusted resync: phones whose refresh was let through, and when.
+    admitted: HashMap<BindingKey, Instant>,
     pub(super) stats: SurvivalStats,
 }
 
@@ -214,6 +216,8 @@ const REREG_TIMEOUT: Duration = Duration::from_secs(8);
 const PING_WAIT: Duration = Duration::from_secs(2);
 /// Longest a deactivation waits for the watched phone's local calls to end.
 const DEFER_MAX: Duration = Duration::from_secs(120);
+/// How long a phone's admitted refresh may take (challenge round trip).
+const ADMIT_HOLD: Duration = Duration::from_secs(32);
 
 impl Survival {
     pub(super) fn new(cfg: SurvivalConfig) -> Survival {
@@ -245,6 +249,7 @@ impl Survival {
             heard: HashMap::new(),
             local_call_ids: HashSet::new(),
             deferred: Vec::new(),
+            admitted: HashMap::new(),
             stats: SurvivalStats::default(),
             cfg,
         }
@@ -425,6 +430,9 @@ impl Edge {
             .abandoned
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(40));
         self.sv.local_invites.retain(|_, l| l.until > now);
+        self.sv
+            .admitted
+            .retain(|_, at| now.saturating_duration_since(*at) < ADMIT_HOLD);
         // Deactivations waiting for the watched phone's local calls to end.
         if !self.sv.deferred.is_empty() {
             let due: Vec<String> = self
@@ -587,7 +595,9 @@ impl Edge {
         if status >= 200 {
             if let Some(key) = self.sv.resync_fwd.remove(branch) {
                 let ok = (200..300).contains(&status);
+                // A challenge is not an answer yet: the phone's retry follows.
                 if ok || (status != 401 && status != 407) {
+                    self.sv.admitted.remove(&key);
                     if let Some(p) = self.sv.pacer.as_mut() {
                         p.report(t, &key, ok);
                     }
@@ -1027,6 +1037,15 @@ impl Edge {
     // -------------------------------------------------------- registrar
 
     fn sv_register(&mut self, now: Instant, from: Peer, msg: &mut Message) -> bool {
+        let usable = self.cloud_usable();
+        let untrusted_resync = self
+            .sv
+            .pacer
+            .as_ref()
+            .is_some_and(|pc| !pc.is_done() && pc.progress().mode == ResyncMode::Untrusted);
+        if usable && !untrusted_resync {
+            return false; // the normal path: to the cloud
+        }
         let path = self.route_uri(Side::Wan, self.cfg.cloud.transport);
         let Some(p) = self.pending_register(now, from, msg, path) else {
             return false;
@@ -1038,24 +1057,30 @@ impl Edge {
                 .map(|c| c.uri.clone())
                 .unwrap_or_default(),
         );
-        if self.cloud_usable() {
+        if usable {
             // Untrusted resync: the phone's own refresh goes to the cloud
             // as the pace admits; otherwise it is answered locally again.
+            // Once admitted, its follow-ups (the answer to the cloud's
+            // digest challenge) go on without asking the pacer again.
             let t = self.ms(now);
-            let admit = match self.sv.pacer.as_mut() {
-                Some(pc) if !pc.is_done() && pc.progress().mode == ResyncMode::Untrusted => {
-                    Some(pc.admit_phone_refresh(t, &key))
+            let admitted = self
+                .sv
+                .admitted
+                .get(&key)
+                .is_some_and(|at| now.saturating_duration_since(*at) < ADMIT_HOLD);
+            let admit = if admitted {
+                resync::Admission::Forward
+            } else {
+                match self.sv.pacer.as_mut() {
+                    Some(pc) => pc.admit_phone_refresh(t, &key),
+                    None => resync::Admission::Forward,
                 }
-                _ => None,
             };
-            match admit {
-                None => return false,
-                Some(resync::Admission::Forward) => {
-                    let branch = self.our_branch(Side::Lan, msg);
-                    self.sv.resync_fwd.insert(branch, key);
-                    return false;
-                }
-                Some(resync::Admission::AnswerLocally) => {}
+            if admit == resync::Admission::Forward {
+                self.sv.admitted.entry(key.clone()).or_insert(now);
+                let branch = self.our_branch(Side::Lan, msg);
+                self.sv.resync_fwd.insert(branch, key);
+                return false;
             }
         }
         self.sv_register_locally(now, from, msg, &p);

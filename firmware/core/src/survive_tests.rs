@@ -670,6 +670,18 @@ fn untrusted_resync_forwards_the_phones_own_refreshes_at_the_pace() {
     let (tx, ok) = t.one();
     assert_eq!(tx.to, peer(BOB));
     assert!(contact_expires(&ok).iter().all(|e| *e <= 120));
+    // the cloud challenges alice; her answer follows at once and goes on
+    // to the cloud although the pace is used up
+    t.cloud_sends(&answer(
+        &fwd,
+        401,
+        "WWW-Authenticate: Digest realm=\"cloud.test\", nonce=\"n\"\r\n",
+    ));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(401)));
+    t.sends(ALICE, &register("alice", "reg-alice", 4, "10.0.0.5:5062"));
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.to, peer(CLOUD), "the challenge answer is not held back");
     t.cloud_sends(&answer(
         &fwd,
         200,
