@@ -200,7 +200,31 @@ pub struct Lan {
     /// Extension: address to put in Via/Record-Route on this side when a
     /// listener is bound to a wildcard address.
     pub advertise: Option<IpAddr>,
+    /// Extension: requests per second one source address may send on the
+    /// LAN side (token bucket; excess requests are dropped before parsing
+    /// and counted as `rate_limited_lan`). 0 turns the limit off. The
+    /// default is far above any phone (a few per second) and above a test
+    /// rig registering 2000 phones from one address, yet caps a runaway
+    /// device well below what the loop can handle.
+    pub rate_limit_per_s: u32,
+    /// Extension: requests one LAN source may send at once after a quiet spell.
+    pub rate_limit_burst: u32,
 }
+
+/// Default `[lan] rate_limit_per_s`.
+pub const LAN_RATE_LIMIT_PER_S: u32 = 2000;
+/// Default `[lan] rate_limit_burst`.
+pub const LAN_RATE_LIMIT_BURST: u32 = 4000;
+/// Default `[wan] rate_limit_per_s` (sources other than the cloud: they
+/// are refused with 403 anyway; the limit stops them costing parse time).
+pub const WAN_RATE_LIMIT_PER_S: u32 = 50;
+/// Default `[wan] rate_limit_burst`.
+pub const WAN_RATE_LIMIT_BURST: u32 = 100;
+/// Default `[wan] cloud_rate_limit_per_s` (the cloud's own addresses carry
+/// every inbound call and NOTIFY of the site: only a runaway is cut).
+pub const CLOUD_RATE_LIMIT_PER_S: u32 = 20_000;
+/// Default `[wan] cloud_rate_limit_burst`.
+pub const CLOUD_RATE_LIMIT_BURST: u32 = 40_000;
 
 impl Default for Lan {
     fn default() -> Self {
@@ -208,6 +232,8 @@ impl Default for Lan {
             listen: default_lan_listen(),
             subnets: default_lan_subnets(),
             advertise: None,
+            rate_limit_per_s: LAN_RATE_LIMIT_PER_S,
+            rate_limit_burst: LAN_RATE_LIMIT_BURST,
         }
     }
 }
@@ -241,6 +267,16 @@ pub struct Wan {
     pub listen: Vec<Endpoint>,
     /// Extension: address for Via/Path/Record-Route on this side (see `[lan] advertise`).
     pub advertise: Option<IpAddr>,
+    /// Extension: requests per second one WAN source other than the cloud
+    /// may send (0: no limit); excess counted as `rate_limited_wan`.
+    pub rate_limit_per_s: u32,
+    /// Extension: burst for `rate_limit_per_s`.
+    pub rate_limit_burst: u32,
+    /// Extension: requests per second from each of the cloud's addresses
+    /// (`[cloud] proxy`, `[cloud] addresses`, `[survival] backup_route`).
+    pub cloud_rate_limit_per_s: u32,
+    /// Extension: burst for `cloud_rate_limit_per_s`.
+    pub cloud_rate_limit_burst: u32,
 }
 
 impl Default for Wan {
@@ -258,6 +294,10 @@ impl Default for Wan {
                 },
             ],
             advertise: None,
+            rate_limit_per_s: WAN_RATE_LIMIT_PER_S,
+            rate_limit_burst: WAN_RATE_LIMIT_BURST,
+            cloud_rate_limit_per_s: CLOUD_RATE_LIMIT_PER_S,
+            cloud_rate_limit_burst: CLOUD_RATE_LIMIT_BURST,
         }
     }
 }
@@ -356,13 +396,18 @@ impl Default for Survival {
     }
 }
 
+/// Default `[store] purge_interval_s`: 10 minutes.
+pub const DEFAULT_PURGE_INTERVAL_S: u64 = 600;
+
 /// `[store]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
     /// SQLite database file.
     pub path: PathBuf,
-    /// Extension: seconds between purges of expired bindings.
+    /// Extension: seconds between purges of expired bindings (and other
+    /// expired records). Default 600 (10 minutes, as in the incident's
+    /// setup); a purge works in small batches, so it does not stall SIP.
     pub purge_interval_s: u64,
 }
 
@@ -370,7 +415,7 @@ impl Default for Store {
     fn default() -> Self {
         Store {
             path: PathBuf::from("holdline.db"),
-            purge_interval_s: 60,
+            purge_interval_s: DEFAULT_PURGE_INTERVAL_S,
         }
     }
 }
@@ -582,6 +627,24 @@ mod tests {
         assert_eq!(c.store.path, PathBuf::from("holdline.db"));
         assert_eq!(c.board.profile, "sim");
         assert_eq!(c.survival.emergency, vec!["911", "112"]);
+        assert_eq!(c.store.purge_interval_s, 600);
+        assert_eq!(c.lan.rate_limit_per_s, LAN_RATE_LIMIT_PER_S);
+        assert_eq!(c.wan.cloud_rate_limit_per_s, CLOUD_RATE_LIMIT_PER_S);
+    }
+
+    #[test]
+    fn rate_limits_are_configurable() {
+        let c = parse(
+            "[lan]\nrate_limit_per_s = 5\nrate_limit_burst = 10\n\
+             [wan]\nrate_limit_per_s = 0\ncloud_rate_limit_per_s = 100\n",
+        )
+        .expect("rate limits");
+        assert_eq!((c.lan.rate_limit_per_s, c.lan.rate_limit_burst), (5, 10));
+        assert_eq!(c.wan.rate_limit_per_s, 0);
+        assert_eq!(c.wan.rate_limit_burst, WAN_RATE_LIMIT_BURST);
+        assert_eq!(c.wan.cloud_rate_limit_per_s, 100);
+        let e = parse("[lan]\nrate_limit = 5\n").expect_err("unknown key");
+        assert!(e.to_string().contains("rate_limit"), "{e}");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub fn answer_from_edge(
                     ("forbidden", s.forbidden.into()),
                     ("malformed", s.bad.into()),
                     ("overload_503", s.overload.into()),
+                    ("rate_limited_lan", crate::limits::limited().0.into()),
+                    ("rate_limited_wan", crate::limits::limited().1.into()),
                     ("registered", s.registered.into()),
                     ("store", st.path.display().to_string().into()),
                     ("store_commits", st.commits.into()),

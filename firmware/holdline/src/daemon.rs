@@ -269,7 +269,16 @@ pub async fn run(cfg: Config) -> Exit {
     // Sockets.
     let (net_tx, mut net_rx) = mpsc::channel::<NetEvent>(4096);
     let ecfg = edge_config(&cfg);
-    let mut net = match net::bind(&ecfg.lan, &ecfg.wan, net_tx, cfg.sip.max_message_size).await {
+    let limits = crate::limits::Limits::from_config(&cfg); // wire: per-source rate limits
+    let mut net = match net::bind(
+        &ecfg.lan,
+        &ecfg.wan,
+        net_tx,
+        cfg.sip.max_message_size,
+        limits,
+    )
+    .await
+    {
         Ok(n) => n,
         Err(e) => {
             error!(error = %e, "cannot listen");

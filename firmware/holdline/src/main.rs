@@ -17,6 +17,7 @@ mod daemon;
 mod exit;
 mod fieldtech;
 mod hw;
+mod limits;
 // Management HTTP API (images helper); started when `[mgmt] enabled`.
 #[allow(dead_code)]
 mod mgmt;
