@@ -121,6 +121,8 @@ fn holdline_pid(config: &Path) -> Option<u32> {
 #[derive(Default)]
 struct Figures {
     latencies: Vec<Duration>,
+    /// (send offset from the phase start, latency) of REGISTERs slower than 50 ms.
+    slow: Vec<(Duration, Duration)>,
     failed: usize,
     lost: usize,
     elapsed: Duration,
@@ -136,16 +138,25 @@ impl Figures {
     }
     fn line(&self, what: &str) -> String {
         format!(
-            "| {what} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} |",
+            "| {what} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {} |",
             self.latencies.len(),
             self.pct(50),
             self.pct(99),
             self.latencies
                 .last()
                 .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+            self.slow.len(),
             self.failed,
             self.lost
         )
+    }
+    fn slow_text(&self) -> String {
+        self.slow
+            .iter()
+            .take(30)
+            .map(|(at, l)| format!("{:.1}s:{:.0}ms", at.as_secs_f64(), l.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -222,7 +233,11 @@ fn registers(
                 }
                 if let Some(t0) = pending.remove(cid) {
                     if code == 200 {
-                        fig.latencies.push(at - t0);
+                        let l = at - t0;
+                        if l > Duration::from_millis(50) {
+                            fig.slow.push((t0 - start, l));
+                        }
+                        fig.latencies.push(l);
                     } else {
                         fig.failed += 1;
                     }
@@ -275,12 +290,15 @@ fn run() -> Result<(), String> {
     let mut rows = Vec::new();
     let direct = registers(&sock, cloud.addr().into(), 0, args.registers, args.rate)?;
     rows.push(direct.line("Kamailio directly (reference)"));
+    let mut notes = vec![format!(
+        "Kamailio directly: slow (sent at: latency): {}",
+        direct.slow_text()
+    )];
 
     let mut hl = Holdline::start(HoldlineOpts::new(&block)).map_err(|e| e.to_string())?;
     let db = hl.dir().join("holdline.db");
     let config = hl.config_path().to_path_buf();
     let base_cfg = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
-    let mut notes = Vec::new();
     for (phase, interval) in [(1u32, 600u64), (2, 1)] {
         hl.stop().map_err(|e| e.to_string())?;
         remove_store(&db)?;
@@ -316,9 +334,11 @@ fn run() -> Result<(), String> {
         rows.push(fig.line(&label));
         notes.push(format!(
             "{label}: console ready {:.1} s after start; RSS {rss_loaded} with the bindings \
-             loaded, {rss_after} after the phase, peak {peak}; phase took {:.1} s\n  show store: {store}",
+             loaded, {rss_after} after the phase, peak {peak}; phase took {:.1} s\n  \
+             slow (sent at: latency): {}\n  show store: {store}",
             ready.as_secs_f64(),
-            fig.elapsed.as_secs_f64()
+            fig.elapsed.as_secs_f64(),
+            fig.slow_text()
         ));
         let log = hl.log();
         if log.contains("panicked") {
@@ -328,8 +348,8 @@ fn run() -> Result<(), String> {
     hl.stop().map_err(|e| e.to_string())?;
     drop(cloud);
 
-    println!("\n| path | 200 OKs | p50 | p99 | max | failed | lost |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("\n| path | 200 OKs | p50 | p99 | max | > 50 ms | failed | lost |");
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");
     }
