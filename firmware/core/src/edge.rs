@@ -154,6 +154,10 @@ pub struct Stats {
     pub store_failed: u64,
     /// Requests refused with 503 because the route table was full.
     pub overload: u64,
+    /// Provisional responses dropped because a final response for the same
+    /// request had already been relayed (a 180 overtaken by its 200 on the
+    /// way, as a stateful proxy's transaction would absorb it).
+    pub late_provisional: u64,
 }
 
 /// A REGISTER forwarded to the cloud, waiting for its final answer.
@@ -186,6 +190,8 @@ struct ReturnRoute {
     peer: Peer,
     until: Instant,
     sent_at: Instant,
+    /// A final response (>= 200) has been relayed back on this route.
+    final_relayed: bool,
 }
 
 /// The edge proxy.
@@ -752,6 +758,8 @@ impl Edge {
             ROUTE_TTL
         };
         if msg.method() != Some(&Method::Ack) {
+            // A retransmitted request keeps what its route has seen.
+            let final_relayed = self.routes.get(&branch).is_some_and(|r| r.final_relayed);
             self.routes.insert(
                 branch,
                 ReturnRoute {
@@ -759,6 +767,7 @@ impl Edge {
                     peer: from,
                     until: now + ttl,
                     sent_at: now,
+                    final_relayed,
                 },
             );
         }
@@ -1180,11 +1189,19 @@ impl Edge {
                 self.drain_uplink_events(now);
             }
         }
+        if status < 200 && ret.is_some_and(|r| r.final_relayed) {
+            // Overtaken by the final answer (e.g. reordered by a multi-process
+            // cloud): relaying it now would contradict the final (RFC 3261
+            // §16.7: a proxy forwards no provisional after a final).
+            self.stats.late_provisional += 1;
+            return;
+        }
         let cseq_method = msg.cseq().map(|c| c.method);
         if status >= 200 {
             if let Some(r) = self.routes.get_mut(&branch) {
                 // Keep a little while for retransmitted finals.
                 r.until = r.until.min(now + Duration::from_secs(32));
+                r.final_relayed = true;
             }
         }
         let _ = from;

@@ -457,6 +457,24 @@ fn outbound_call_states_and_record_route() {
             .map(|c| c.state.name()),
         Some("confirmed")
     );
+    // A provisional overtaken by the final is absorbed; a retransmitted 2xx
+    // (also after a retransmitted INVITE) still goes through.
+    t.cloud_sends(&answer(&fwd, 180, "Ringing", ""));
+    assert!(t.out().is_empty(), "no 180 after the 200");
+    assert_eq!(t.edge.stats().late_provisional, 1);
+    t.phone_sends(inv);
+    let _ = t.one();
+    t.cloud_sends(&answer(&fwd, 183, "Session Progress", ""));
+    assert!(t.out().is_empty(), "still no provisional after the 200");
+    t.cloud_sends(&answer(&fwd, 200, "OK", ""));
+    assert_eq!(t.one().1.status(), Some(200));
+    assert_eq!(
+        t.edge
+            .calls()
+            .get("out-1", "a1", Direction::Outbound)
+            .map(|c| c.state.name()),
+        Some("confirmed")
+    );
     // BYE from the phone through our Record-Route
     let bye = "BYE sip:bob@192.0.2.20:5060 SIP/2.0\r\n\
         Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKb1\r\n\
