@@ -263,3 +263,70 @@ fn a_healthy_appliance_under_sipp_load_for_three_minutes_is_never_reset() {
     assert!(!hl.log().contains("sim watchdog"), "{}", hl.log());
     drop(cloud);
 }
+
+/// Images where the Debian `watchdog` daemon owns the device (`[watchdog]
+/// kind = "external"`, as on cm4-box) rely on `holdline health` as its test
+/// binary: exit 0 while every critical task is fresh, 1 once one is stale.
+/// holdline arms no watchdog itself there, so the stall is not reset here
+/// (the watchdog daemon would reboot the machine).
+#[test]
+fn holdline_health_fails_once_a_task_stalls_when_an_external_watchdog_owns_the_device() {
+    let block = Block::allocate();
+    let profile_dir = holdline_tests::proc::RunDir::new("profile").expect("run dir");
+    let profile = profile_dir.join("sim-external.toml");
+    std::fs::write(
+        &profile,
+        "[board]\nname = \"sim-external\"\n\
+         description = \"sim pins, the watchdog daemon owns the watchdog\"\n\
+         [watchdog]\nkind = \"external\"\n\
+         [serial]\nkind = \"none\"\n\
+         [leds]\nstatus = { kind = \"sim\" }\ncloud = { kind = \"sim\" }\n\
+         cloud_alt = { kind = \"sim\" }\nfault = { kind = \"sim\" }\n\
+         [button]\nlong_press_secs = 10\npin = { kind = \"sim\" }\n",
+    )
+    .expect("profile");
+    let mut opts = HoldlineOpts::new(&block);
+    opts.extra = format!(
+        "[health]\nfault_injection = true\n[board]\nprofile = \"{}\"\n",
+        profile.display()
+    );
+    let hl = Holdline::start(opts).expect("holdline starts");
+    let socket = hl.socket();
+    let health = || {
+        holdline_tests::holdline::run_cli(
+            &["health", "--socket", &socket.to_string_lossy()],
+            Duration::from_secs(30),
+        )
+        .expect("holdline health runs")
+    };
+    let h = health();
+    assert_eq!(h.status.code(), Some(0), "{}{}", h.stdout, h.stderr);
+    let shown = console(&hl, &["show", "health"]);
+    assert!(
+        shown.stdout.contains("watchdog: external"),
+        "{}",
+        shown.stdout
+    );
+
+    let stall = console(&hl, &["debug", "stall", "uplink"]);
+    assert!(stall.ok, "{}", text(&stall));
+    // Stale after its deadline (10 s); bounded wait.
+    let deadline = Instant::now() + RESET_BOUND;
+    loop {
+        let h = health();
+        if h.status.code() == Some(1) {
+            break;
+        }
+        assert_eq!(h.status.code(), Some(0), "{}{}", h.stdout, h.stderr);
+        assert!(Instant::now() < deadline, "holdline health still passes");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let shown = console(&hl, &["show", "health"]);
+    assert!(
+        shown.stdout.contains("health: STALE (uplink)"),
+        "{}",
+        shown.stdout
+    );
+    // No watchdog of its own: still running, nothing recorded as a reset.
+    assert!(!hl.log().contains("sim watchdog"), "{}", hl.log());
+}
