@@ -317,6 +317,21 @@ impl Edge {
         self.sv.takeover.len()
     }
 
+    /// `resync now`: while the cloud is Recovering, end the hold-down at
+    /// once (the technician vouches for the cloud) and start the resync.
+    /// False (nothing done) in any other state.
+    pub fn resync_now(&mut self, now: Instant) -> bool {
+        if self.probe.state_name() != "recovering" {
+            return false;
+        }
+        let mode = self.probe.mode();
+        self.probe
+            .set_mode(now, holdline_survival::uplink::Mode::ForcedUp);
+        self.probe.set_mode(now, mode);
+        self.drain_uplink_events(now);
+        true
+    }
+
     /// Sending to `to` failed at the transport (the driver reports it):
     /// evidence for the uplink monitor when `to` is the cloud.
     pub fn handle_transport_error(&mut self, now: Instant, side: Side, to: Peer) {

@@ -846,3 +846,35 @@ fn deactivation_waits_for_the_watched_phones_local_call_to_end() {
     );
     assert!(deactivated, "then the subscription was deactivated");
 }
+
+#[test]
+fn resync_now_ends_the_hold_down_only_while_recovering() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    assert!(!t.edge.resync_now(t.now), "nothing to resync while up");
+    // the cloud goes silent: Down
+    let mut down = false;
+    for _ in 0..40 {
+        let _ = t.advance(Duration::from_millis(100));
+        if t.edge.probe().state_name() == "down" {
+            down = true;
+            break;
+        }
+    }
+    assert!(down);
+    assert!(!t.edge.resync_now(t.now), "not while down");
+    // it answers a probe again: Recovering, hold-down running
+    let probe = t
+        .advance(Duration::from_secs(2))
+        .into_iter()
+        .rev()
+        .find(|(_, m)| m.method() == Some(&Method::Options))
+        .expect("a probe")
+        .1;
+    t.cloud_sends(&answer(&probe, 200, ""));
+    assert_eq!(t.edge.probe().state_name(), "recovering");
+    assert!(t.edge.resync_now(t.now));
+    assert_eq!(t.edge.probe().state_name(), "up");
+    let _ = t.advance(Duration::from_secs(3));
+    assert!(t.edge.resync_progress().is_some(), "the resync started");
+}

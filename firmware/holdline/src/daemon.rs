@@ -470,6 +470,26 @@ pub async fn run(cfg: Config) -> Exit {
                 .unwrap_or_else(|| holdline_console::render::Answer::error("internal"));
                 let _ = req.reply.send(answer);
             }
+            // integrator (issue 4): `resync now` ends a running hold-down.
+            Wake::Console(req) if matches!(req.command, Command::ResyncNow) => {
+                let answer = if edge.resync_now(now) {
+                    console_srv::answer_from_edge(
+                        &Command::ShowResync,
+                        &edge,
+                        now,
+                        started,
+                        &store,
+                        net.tcp_count(),
+                        Some(&hw),
+                    )
+                    .unwrap_or_else(|| holdline_console::render::Answer::error("internal"))
+                } else {
+                    holdline_console::render::Answer::error(
+                        "resync now: the cloud is not recovering (nothing to resync)",
+                    )
+                };
+                let _ = req.reply.send(answer);
+            }
             Wake::Console(req) => {
                 // Field-tech commands first (reboot, factory-reset, debug stall).
                 let answer = match field.answer(&req.command, &hw, &store) {
