@@ -219,12 +219,15 @@ fn two_cloud_restarts_ten_minutes_apart_shortened_no_failed_call_verified_resync
     // Phase 1: the cloud dies.
     std::thread::sleep(Duration::from_secs(8));
     cloud.crash().expect("kill the cloud");
+    let killed = Instant::now();
     wait_cloud(&hl, &["down"], Duration::from_secs(30));
+    let detect1 = killed.elapsed();
     // A phone never seen before registers during the outage: local-only.
     register(&block, &hl, 5, local_only);
     std::thread::sleep(Duration::from_secs(8));
     // Restart: Kamailio's location table is empty.
     cloud.start_again().expect("cloud restarts");
+    let back = Instant::now();
     assert_resynced(
         &cloud,
         &hl,
@@ -232,20 +235,35 @@ fn two_cloud_restarts_ten_minutes_apart_shortened_no_failed_call_verified_resync
         &[dead.clone(), local_only.clone()],
         "first restart",
     );
+    let resync1 = back.elapsed();
     wait_cloud(&hl, &["up"], Duration::from_secs(60));
 
     // Phase 2: the second failure, a shortened "ten minutes" later.
     std::thread::sleep(Duration::from_secs(10));
     cloud.crash().expect("kill the cloud again");
+    let killed = Instant::now();
     wait_cloud(&hl, &["down"], Duration::from_secs(30));
+    let detect2 = killed.elapsed();
     std::thread::sleep(Duration::from_secs(8));
     cloud.start_again().expect("cloud restarts again");
+    let back = Instant::now();
     assert_resynced(
         &cloud,
         &hl,
         site,
         &[dead.clone(), local_only.clone()],
         "second restart",
+    );
+    let resync2 = back.elapsed();
+    // Figures (not asserted; console polling adds up to 0.2 s): see them
+    // with `-- --nocapture`.
+    eprintln!(
+        "incident figures: detection {:.1} s / {:.1} s; restart to all verified phones \
+         in the location table {:.1} s / {:.1} s (hold-down 10 s, then 20 s after the flap)",
+        detect1.as_secs_f64(),
+        detect2.as_secs_f64(),
+        resync1.as_secs_f64(),
+        resync2.as_secs_f64()
     );
     wait_cloud(&hl, &["up"], Duration::from_secs(90));
 
@@ -283,6 +301,12 @@ fn two_cloud_restarts_ten_minutes_apart_shortened_no_failed_call_verified_resync
         .run()
         .expect("inbound calls");
     assert!(inbound.all_ok(), "inbound calls from the cloud: {inbound}");
+    eprintln!(
+        "incident figures: {} calls between site phones, 0 failed; {} inbound calls ok\n{}",
+        call_ids.len(),
+        site.len(),
+        hl.console_json(&["show", "resync"]).unwrap_or_default()
+    );
 
     // BLF: the watcher saw every call confirmed and terminated.
     let res = watcher.stop(Duration::from_secs(5)).expect("watcher");
