@@ -98,6 +98,7 @@ pub fn answer_from_edge(
                     ("overload_503", s.overload.into()),
                     ("rate_limited_lan", crate::limits::limited().0.into()),
                     ("rate_limited_wan", crate::limits::limited().1.into()),
+                    ("late_provisional", s.late_provisional.into()),
                     ("registered", s.registered.into()),
                     ("store", st.path.display().to_string().into()),
                     ("store_commits", st.commits.into()),
