@@ -21,6 +21,14 @@
 //!   fallback).
 //! - Observation: INVITE dialogs ([`Calls`]), SUBSCRIBE dialogs and the
 //!   MWI cache ([`Subs`]); the OPTIONS probe ([`Probe`]).
+//! - Survival (`survive.rs`, settings from [`Edge::set_survival`]): while
+//!   the cloud is Down/Recovering, REGISTERs are answered here (short
+//!   jittered expiry; unknown phones local-only), new calls follow the
+//!   route policy (site phone, backup route, emergency, 503), in-dialog
+//!   requests go straight to the other site phone, BLF/MWI subscriptions are
+//!   served in their dialogs; INVITEs the cloud leaves unanswered for the
+//!   fail-fast interval are cancelled and routed here; when the cloud is
+//!   back, a verified, paced resync (see `survive.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};

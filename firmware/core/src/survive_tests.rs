@@ -878,3 +878,39 @@ fn resync_now_ends_the_hold_down_only_while_recovering() {
     let _ = t.advance(Duration::from_secs(3));
     assert!(t.edge.resync_progress().is_some(), "the resync started");
 }
+
+#[test]
+fn a_phone_heard_during_the_outage_needs_no_liveness_ping() {
+    let mut t = T::new(SurvivalConfig {
+        trusted: true,
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.now += Duration::from_secs(2);
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    t.now += Duration::from_secs(2);
+    // bob never refreshes, but answers a call routed to him meanwhile
+    t.sends(ALICE, &invite("alice", "bob", "h1", "10.0.0.5:5062"));
+    let (_, inv) = t.one();
+    t.sends(BOB, &phone_answer(&inv, 180));
+    let _ = t.out();
+    t.force(Mode::ForcedUp);
+    let seen = t.out();
+    assert!(
+        seen.iter()
+            .all(|(tx, m)| !(m.method() == Some(&Method::Options) && tx.to == peer(BOB))),
+        "bob was heard during the outage: no ping"
+    );
+    let regs = t
+        .advance(Duration::from_secs(4))
+        .into_iter()
+        .chain(seen)
+        .filter(|(tx, m)| tx.to == peer(CLOUD) && m.method() == Some(&Method::Register))
+        .count();
+    assert_eq!(
+        regs, 2,
+        "alice (she called) and bob (he answered), both heard"
+    );
+}
