@@ -22,7 +22,12 @@
 //! `handle_timeout(now)` on each piece, drain `poll_*` until `None`, and sleep
 //! until the earliest `poll_timeout()`.
 //!
-//! # Mapping onto `holdline-core` (as it stood when this crate was written)
+//! # Mapping onto `holdline-core`
+//! Done: `firmware/core/src/uplink.rs` (the probe drives the monitor) and
+//! `firmware/core/src/survive.rs` (everything else, as listed below; its
+//! module docs say what each hook feeds). Not fed yet: Timer B/F time-outs
+//! of non-INVITE transactions (the probe covers detection) and send errors
+//! (`Edge::handle_transport_error` exists; the daemon's sockets do not report).
 //! - `core::uplink::Probe` → [`uplink::UplinkMonitor`]: send an OPTIONS for
 //!   each `poll_probe` id; its answer → `ProbeResponse`; every other cloud
 //!   response → `CloudResponse { sent_at }`; Timer B/F and fail-fast expiries →
