@@ -36,14 +36,37 @@ pub struct Snapshot {
     pub quarantined: u64,
     /// Watchdog resets counted by the board.
     pub watchdog_resets: u64,
+    /// The edge serves the site without the cloud (survival: the cloud is
+    /// suspect, down or recovering; local registrar and routing answer).
+    pub survival_serving: bool,
+    /// Uplink transitions since start, by the state entered
+    /// (`suspect`, `down`, `recovering`, `up`).
+    pub uplink_transitions: Vec<(&'static str, u64)>,
+    /// Last resync: bindings given back (confirmed by the cloud), still
+    /// pending, refused (integrity, provenance, liveness) or failed.
+    pub resync: Option<ResyncCounts>,
+}
+
+/// Resync progress for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResyncCounts {
+    /// Confirmed by the cloud.
+    pub given_back: u64,
+    /// Verified, not confirmed yet.
+    pub pending: u64,
+    /// Held back by the verification.
+    pub refused: u64,
+    /// Given up on.
+    pub failed: u64,
 }
 
 impl Snapshot {
     /// Healthy as the update agent and the management API mean it: every
-    /// critical task fresh and the cloud answering. (Survival serving will
-    /// count too once the survival engine is wired in.)
+    /// critical task fresh (the SIP loop among them) and the cloud answering
+    /// or survival serving the site without it (issue 7: an appliance in
+    /// survival can still commit an update).
     pub fn healthy(&self) -> bool {
-        self.tasks_fresh && self.cloud == "up"
+        self.tasks_fresh && (self.cloud == "up" || self.survival_serving)
     }
 }
 
@@ -136,6 +159,36 @@ impl MgmtBackend for Backend {
             "1 when every critical task checks in on time.",
             u8::from(s.tasks_fresh).to_string(),
         );
+        g(
+            "holdline_survival_serving",
+            "1 when the site is served without the cloud.",
+            u8::from(s.survival_serving).to_string(),
+        );
+        if !s.uplink_transitions.is_empty() {
+            let name = "holdline_cloud_transitions_total";
+            let _ = writeln!(
+                m,
+                "# HELP {name} Uplink state changes since start, by state entered.\n# TYPE {name} counter"
+            );
+            for (to, n) in &s.uplink_transitions {
+                let _ = writeln!(m, "{name}{{to=\"{to}\"}} {n}");
+            }
+        }
+        if let Some(r) = s.resync {
+            let name = "holdline_resync_bindings";
+            let _ = writeln!(
+                m,
+                "# HELP {name} Last resync after an outage: bindings by outcome.\n# TYPE {name} gauge"
+            );
+            for (state, n) in [
+                ("given_back", r.given_back),
+                ("pending", r.pending),
+                ("refused", r.refused),
+                ("failed", r.failed),
+            ] {
+                let _ = writeln!(m, "{name}{{state=\"{state}\"}} {n}");
+            }
+        }
         m
     }
 
@@ -180,5 +233,43 @@ mod tests {
         assert!(m.contains("holdline_registrations 7"), "{m}");
         assert!(m.contains("holdline_cloud_up 1"), "{m}");
         assert!(m.contains("holdline_cloud_rtt_seconds 0.002"), "{m}");
+        // survival serving counts as healthy; transitions and resync are exported
+        write(
+            &shared,
+            Snapshot {
+                tasks_fresh: true,
+                cloud: "down".into(),
+                survival_serving: true,
+                uplink_transitions: vec![("down", 2), ("up", 1)],
+                resync: Some(ResyncCounts {
+                    given_back: 4,
+                    pending: 0,
+                    refused: 2,
+                    failed: 0,
+                }),
+                ..Snapshot::default()
+            },
+        );
+        assert!(b.health().healthy);
+        let m = b.metrics();
+        assert!(
+            m.contains("holdline_cloud_transitions_total{to=\"down\"} 2"),
+            "{m}"
+        );
+        assert!(
+            m.contains("holdline_resync_bindings{state=\"refused\"} 2"),
+            "{m}"
+        );
+        assert!(m.contains("holdline_survival_serving 1"), "{m}");
+        write(
+            &shared,
+            Snapshot {
+                tasks_fresh: false,
+                cloud: "down".into(),
+                survival_serving: true,
+                ..Snapshot::default()
+            },
+        );
+        assert!(!b.health().healthy, "a stale task is never healthy");
     }
 }

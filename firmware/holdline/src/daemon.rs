@@ -95,6 +95,31 @@ fn publish(
             rtt_s,
             quarantined: store.stats().quarantined,
             watchdog_resets: hw.watchdog_resets(),
+            // integrator (issue 4/7): survival and resync for health and metrics.
+            survival_serving: matches!(
+                edge.probe().state_name(),
+                "suspect" | "down" | "recovering"
+            ),
+            uplink_transitions: {
+                let c = edge.probe().status(now).counters;
+                vec![
+                    ("suspect", c.to_suspect),
+                    ("down", c.to_down),
+                    ("recovering", c.to_recovering),
+                    ("up", c.to_up),
+                ]
+            },
+            resync: edge.resync_progress().map(|p| {
+                let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+                appstate::ResyncCounts {
+                    given_back: n(p.bindings_confirmed),
+                    pending: n(p
+                        .bindings_total
+                        .saturating_sub(p.bindings_confirmed + p.bindings_failed)),
+                    refused: n(p.rejected.0 + p.rejected.1 + p.rejected.2),
+                    failed: n(p.bindings_failed),
+                }
+            }),
         },
     );
 }
