@@ -9,7 +9,8 @@
 //! Phases (each REGISTER is a new AoR, so every one is a store write, durable before the
 //! 200 OK): (1) straight to the Kamailio cloud; (2) through holdline with
 //! `[store] purge_interval_s = 600` (no purge during the phase); (3) through holdline with
-//! `purge_interval_s = 1` (purge passes over the whole table back to back). Every phase
+//! `purge_interval_s = 1` (purge passes over the whole table back to back; the first one
+//! deletes the 10 % expired rows, so the row count after the phase shows it ran). Every phase
 //! starts holdline on a fresh copy of the same filled store. The cloud trusts holdline's
 //! and the client's address (no digest challenge: one round trip per REGISTER).
 //! Loopback only, bounded in count and time; every process is stopped at the end.
@@ -255,6 +256,21 @@ fn registers(
     Ok(fig)
 }
 
+/// Rows in the store's bindings table (sqlite3 shell, read only), or "?".
+fn binding_rows(db: &Path) -> String {
+    let Ok(sqlite3) = holdline_tests::which("sqlite3") else {
+        return "?".into();
+    };
+    let mut cmd = Command::new(sqlite3);
+    cmd.arg("-readonly")
+        .arg(db)
+        .arg("SELECT count(*) FROM bindings");
+    match proc::run_bounded(cmd, Duration::from_secs(60)) {
+        Ok(o) if o.status.success() => o.stdout.trim().to_string(),
+        _ => "?".into(),
+    }
+}
+
 fn rss_mib(pid: Option<u32>) -> String {
     pid.and_then(|p| proc::rss_kib(p).ok())
         .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
@@ -323,6 +339,8 @@ fn run() -> Result<(), String> {
         let peak = pid
             .and_then(|p| proc::peak_rss_kib(p).ok())
             .map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+        // Evidence that the purge ran: the filled store's expired 10 % are gone.
+        let row_count = binding_rows(&db);
         let store = hl
             .console_json(&["show", "store"])
             .map_err(|e| e.to_string())?;
@@ -334,7 +352,8 @@ fn run() -> Result<(), String> {
         rows.push(fig.line(&label));
         notes.push(format!(
             "{label}: console ready {:.1} s after start; RSS {rss_loaded} with the bindings \
-             loaded, {rss_after} after the phase, peak {peak}; phase took {:.1} s\n  \
+             loaded, {rss_after} after the phase, peak {peak}; phase took {:.1} s; \
+             {row_count} binding rows in the store after it\n  \
              slow (sent at: latency): {}\n  show store: {store}",
             ready.as_secs_f64(),
             fig.elapsed.as_secs_f64(),
