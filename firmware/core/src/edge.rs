@@ -59,6 +59,9 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// Forwarded requests whose return route is remembered at most (a flood
 /// beyond this gets 503 instead of growing memory without bound).
 const MAX_ROUTES: usize = 200_000;
+/// Final responses remembered at most for answering retransmitted requests
+/// (beyond this a retransmission is forwarded, as before).
+const MAX_FINALS: usize = 50_000;
 /// Subscriptions tracked at most.
 const MAX_SUBSCRIPTIONS: usize = 50_000;
 /// A SUBSCRIBE not answered within this many seconds is forgotten.
@@ -166,6 +169,10 @@ pub struct Stats {
     /// request had already been relayed (a 180 overtaken by its 200 on the
     /// way, as a stateful proxy's transaction would absorb it).
     pub late_provisional: u64,
+    /// Retransmitted requests absorbed after their final response was
+    /// relayed (answered with that final again, or dropped for an INVITE
+    /// answered 2xx), instead of being forwarded once more.
+    pub absorbed: u64,
 }
 
 /// A REGISTER forwarded to the cloud, waiting for its final answer.
@@ -214,6 +221,9 @@ pub struct Edge {
     probe: Probe,
     pending_reg: HashMap<String, PendingRegister>,
     routes: HashMap<String, ReturnRoute>,
+    /// Last final response relayed per branch (not for 2xx to INVITE),
+    /// resent when the request is retransmitted; lives as long as the route.
+    finals: HashMap<String, Vec<u8>>,
     held: HashMap<u64, Transmit>,
     next_token: u64,
     transmits: VecDeque<Transmit>,
@@ -285,6 +295,7 @@ impl Edge {
             probe,
             pending_reg: HashMap::new(),
             routes: HashMap::new(),
+            finals: HashMap::new(),
             held: HashMap::new(),
             next_token: 1,
             transmits: VecDeque::new(),
@@ -459,6 +470,8 @@ impl Edge {
                 });
             }
             self.routes.retain(|_, r| r.until > now);
+            let routes = &self.routes;
+            self.finals.retain(|b, _| routes.contains_key(b));
             self.pending_reg
                 .retain(|_, p| now.saturating_duration_since(p.at) < ROUTE_TTL);
         }
@@ -738,6 +751,9 @@ impl Edge {
         to_side: Side,
         to: Peer,
     ) {
+        if self.absorb_retransmission(&branch, from_side, from, &msg) {
+            return;
+        }
         if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&branch) {
             self.stats.overload += 1;
             if let Ok(mut r) = holdline_sip::response_for(&msg, 503, "Service Unavailable") {
@@ -784,6 +800,41 @@ impl Edge {
             to,
             bytes: msg.to_bytes(),
         });
+    }
+
+    /// A retransmitted request (same branch) whose final response has been
+    /// relayed is not forwarded again (RFC 3261 §17.2, RFC 6026): the final
+    /// is sent back once more, or for an INVITE answered 2xx the
+    /// retransmission is dropped (the UAS retransmits its 2xx itself).
+    /// Without a remembered final a non-INVITE goes on as before. ACK and
+    /// CANCEL are never absorbed. True when absorbed.
+    fn absorb_retransmission(
+        &mut self,
+        branch: &str,
+        from_side: Side,
+        from: Peer,
+        msg: &Message,
+    ) -> bool {
+        let method = msg.method();
+        if matches!(method, Some(&Method::Ack) | Some(&Method::Cancel)) {
+            return false;
+        }
+        if !self.routes.get(branch).is_some_and(|r| r.final_relayed) {
+            return false;
+        }
+        match self.finals.get(branch) {
+            Some(bytes) => {
+                self.transmits.push_back(Transmit {
+                    side: from_side,
+                    to: from,
+                    bytes: bytes.clone(),
+                });
+            }
+            None if method == Some(&Method::Invite) => {}
+            None => return false,
+        }
+        self.stats.absorbed += 1;
+        true
     }
 
     fn double_record_route(
@@ -1268,10 +1319,19 @@ impl Edge {
             }
             _ => {}
         }
+        let bytes = msg.to_bytes();
+        let invite_2xx = cseq_method == Some(Method::Invite) && (200..300).contains(&status);
+        if status >= 200
+            && !invite_2xx
+            && ret.is_some()
+            && (self.finals.len() < MAX_FINALS || self.finals.contains_key(&branch))
+        {
+            self.finals.insert(branch, bytes.clone());
+        }
         self.transmits.push_back(Transmit {
             side: to_side,
             to,
-            bytes: msg.to_bytes(),
+            bytes,
         });
     }
 

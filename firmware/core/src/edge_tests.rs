@@ -462,8 +462,13 @@ fn outbound_call_states_and_record_route() {
     t.cloud_sends(&answer(&fwd, 180, "Ringing", ""));
     assert!(t.out().is_empty(), "no 180 after the 200");
     assert_eq!(t.edge.stats().late_provisional, 1);
+    // A retransmitted INVITE after the 2xx is absorbed (the UAS repeats its 2xx).
     t.phone_sends(inv);
-    let _ = t.one();
+    assert!(
+        t.out().is_empty(),
+        "INVITE retransmission after 2xx not forwarded"
+    );
+    assert_eq!(t.edge.stats().absorbed, 1);
     t.cloud_sends(&answer(&fwd, 183, "Session Progress", ""));
     assert!(t.out().is_empty(), "still no provisional after the 200");
     t.cloud_sends(&answer(&fwd, 200, "OK", ""));
@@ -834,4 +839,54 @@ fn an_unanswered_subscribe_is_forgotten() {
     assert!(t.edge.subs().get("sub-9;s9").is_some());
     t.edge.handle_timeout(t.now + Duration::from_secs(70));
     assert!(t.edge.subs().get("sub-9;s9").is_none());
+}
+
+#[test]
+fn retransmitted_requests_after_a_final_get_that_final_again() {
+    let mut t = T::new();
+    let inv = "INVITE sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKbusy1\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=a9\r\nTo: <sip:bob@cloud.test>\r\n\
+        Call-ID: busy-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(inv);
+    let (_, fwd) = t.one();
+    // While no final has come back, retransmissions are forwarded (holdline
+    // has no retransmission timers of its own: the phone's are the recovery).
+    t.phone_sends(inv);
+    assert_eq!(t.one().0.to, peer(CLOUD));
+    t.cloud_sends(&answer(&fwd, 486, "Busy Here", ""));
+    let (tx, busy) = t.one();
+    assert_eq!((tx.to, busy.status()), (peer(PHONE), Some(486)));
+    // The 486 was lost on the LAN: the phone retransmits and gets it again,
+    // the cloud sees nothing.
+    t.phone_sends(inv);
+    let (tx, again) = t.one();
+    assert_eq!(
+        (tx.side, tx.to, again.status()),
+        (Side::Lan, peer(PHONE), Some(486))
+    );
+    assert_eq!(t.edge.stats().absorbed, 1);
+    // The ACK for the 486 still goes through (same branch, never absorbed).
+    let ack = "ACK sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKbusy1\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=a9\r\nTo: <sip:bob@cloud.test>;tag=cloud1\r\n\
+        Call-ID: busy-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(ack);
+    assert_eq!(t.one().0.to, peer(CLOUD));
+    // A non-INVITE: the cloud's 200 to an OPTIONS is repeated for its retransmission.
+    let opt = "OPTIONS sip:bob@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKopt1\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=o1\r\nTo: <sip:bob@cloud.test>\r\n\
+        Call-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    t.phone_sends(opt);
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 200, "OK", ""));
+    assert_eq!(t.one().1.status(), Some(200));
+    t.phone_sends(opt);
+    let (tx, again) = t.one();
+    assert_eq!((tx.to, again.status()), (peer(PHONE), Some(200)));
+    assert_eq!(t.edge.stats().absorbed, 2);
 }
