@@ -7,7 +7,10 @@
 //!    `store quarantine`, keep purging (more rows damaged while it runs are quarantined by
 //!    the purge, seen in `show store`), and route an inbound call from the cloud to every
 //!    undamaged phone.
-//! 2. A truncated, then a garbage, database file at start: holdline starts and serves (a
+//! 2. Purge and resync over it: the cloud restarts with an empty location table; holdline
+//!    (trusted resync) gives back every good binding of the damaged store and none of the
+//!    quarantined ones.
+//! 3. A truncated, then a garbage, database file at start: holdline starts and serves (a
 //!    REGISTER through it succeeds), the old file is set aside as `PATH.corrupt-*` with
 //!    its bytes untouched, and the event is in the console's event log.
 //!
@@ -210,30 +213,13 @@ fn parse_report(out: &str) -> Vec<Damaged> {
         .collect()
 }
 
-/// The user part of a request line's URI (`INVITE sip:4001@127.1.2.10:5062 SIP/2.0`).
-fn request_user(start_line: &str) -> Option<String> {
-    let uri = start_line.split(' ').nth(1)?;
-    let after = uri.strip_prefix("sip:")?;
-    Some(after.split('@').next()?.to_string())
-}
-
-#[test]
-fn damaged_bindings_are_quarantined_the_purge_survives_and_every_good_phone_gets_its_calls() {
-    const PHONES: usize = 200;
-    let block = Block::allocate();
-    let users = User::numbered(4000, PHONES);
-    let mut kopts = KamailioOpts::with_users(users.clone());
-    kopts.trusted = vec![block.trunk().into()];
-    let cloud = Kamailio::start(block.cloud(), kopts).expect("Kamailio cloud starts");
-    let mut hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline starts");
-
-    // Every phone registers through holdline (one SIPp, one contact per user).
-    let reg = register(&block, &hl, 0, &users, 30.0);
-    assert!(reg.all_ok(), "{reg}");
-    assert_eq!(reg.successful, PHONES as u64, "{reg}");
-    assert_eq!(registered(&hl).len(), PHONES, "holdline has every binding");
-    hl.stop().expect("holdline stops");
-
+/// With holdline stopped: one binding row per kind of damage (9 kinds) in a copy of its
+/// store, put in place of the store. Returns the tool's report, the AoRs whose only row is
+/// now bad, and the AoR whose row was duplicated (one copy stays good).
+fn damage_every_kind(
+    hl: &Holdline,
+    phones: usize,
+) -> (Vec<Damaged>, BTreeSet<String>, BTreeSet<String>) {
     // Row id → AoR, before the damage changes some AoRs.
     let db = hl.dir().join("holdline.db");
     let by_id: BTreeMap<i64, String> = sqlite(&db, "SELECT id || '|' || aor FROM bindings")
@@ -243,7 +229,7 @@ fn damaged_bindings_are_quarantined_the_purge_survives_and_every_good_phone_gets
             Some((id.parse().ok()?, aor.to_string()))
         })
         .collect();
-    assert_eq!(by_id.len(), PHONES, "one row per phone in the store");
+    assert_eq!(by_id.len(), phones, "one row per phone in the store");
 
     // One row per kind of damage (9 kinds: 4.5 % of the rows), into a copy.
     let damaged_db = hl.dir().join("damaged.db");
@@ -279,6 +265,35 @@ fn damaged_bindings_are_quarantined_the_purge_survives_and_every_good_phone_gets
     assert_eq!(lost.len() + duplicated.len(), 9, "distinct rows damaged");
     remove_store(&db);
     std::fs::rename(&damaged_db, &db).expect("damaged store in place");
+    (damage, lost, duplicated)
+}
+
+/// The user part of a request line's URI (`INVITE sip:4001@127.1.2.10:5062 SIP/2.0`).
+fn request_user(start_line: &str) -> Option<String> {
+    let uri = start_line.split(' ').nth(1)?;
+    let after = uri.strip_prefix("sip:")?;
+    Some(after.split('@').next()?.to_string())
+}
+
+#[test]
+fn damaged_bindings_are_quarantined_the_purge_survives_and_every_good_phone_gets_its_calls() {
+    const PHONES: usize = 200;
+    let block = Block::allocate();
+    let users = User::numbered(4000, PHONES);
+    let mut kopts = KamailioOpts::with_users(users.clone());
+    kopts.trusted = vec![block.trunk().into()];
+    let cloud = Kamailio::start(block.cloud(), kopts).expect("Kamailio cloud starts");
+    let mut hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline starts");
+
+    // Every phone registers through holdline (one SIPp, one contact per user).
+    let reg = register(&block, &hl, 0, &users, 30.0);
+    assert!(reg.all_ok(), "{reg}");
+    assert_eq!(reg.successful, PHONES as u64, "{reg}");
+    assert_eq!(registered(&hl).len(), PHONES, "holdline has every binding");
+    hl.stop().expect("holdline stops");
+
+    let (damage, lost, duplicated) = damage_every_kind(&hl, PHONES);
+    let db = hl.dir().join("holdline.db");
 
     // Start on the damaged store with a short purge interval.
     set_purge_interval(&hl, 1);
@@ -504,4 +519,97 @@ fn a_truncated_or_garbage_store_at_start_is_set_aside_and_the_appliance_serves()
         .collect();
     start_on_damaged_file(&mut hl, &block, &garbage, 2, &users[2], "garbage");
     assert_eq!(set_aside_files(hl.dir()).len(), 2, "both files kept");
+}
+
+#[test]
+fn the_resync_after_a_cloud_restart_gives_back_every_good_binding_of_a_damaged_store() {
+    const PHONES: usize = 120;
+    let block = Block::allocate();
+    let users = User::numbered(6000, PHONES);
+    let mut kopts = KamailioOpts::with_users(users.clone());
+    kopts.trusted = vec![block.holdline().into()];
+    let mut cloud = Kamailio::start(block.cloud(), kopts).expect("Kamailio cloud starts");
+    let mut hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline starts");
+    // Trusted resync: holdline re-registers verified phones itself when the cloud returns.
+    let text = std::fs::read_to_string(hl.config_path()).expect("config");
+    let text = text.replacen(
+        "[cloud]\n",
+        "[cloud]\ntrusted = true\nresync_rate = 50\n",
+        1,
+    );
+    std::fs::write(hl.config_path(), text).expect("config");
+    hl.start_again().expect("holdline with trusted resync");
+
+    let reg = register(&block, &hl, 0, &users, 30.0);
+    assert!(reg.all_ok(), "{reg}");
+    hl.stop().expect("holdline stops");
+    let (_, lost, _) = damage_every_kind(&hl, PHONES);
+    set_purge_interval(&hl, 1);
+    hl.start_again()
+        .expect("holdline starts on a damaged store");
+
+    // The phones stay up (they answer holdline's liveness OPTIONS: SIPp's -aa).
+    let phones = Sipp::new(Scenario::Uas)
+        .name("phones-alive")
+        .local(block.phone(0), PHONE_PORT)
+        .calls(1)
+        .timeout(Duration::from_secs(300))
+        .spawn()
+        .expect("phones listen");
+
+    // The cloud dies and comes back with an empty location table.
+    cloud.crash().expect("kill the cloud");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = hl.console_json(&["status"]).unwrap_or_default();
+        if j.contains("\"cloud\":\"down\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holdline never saw the cloud down: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cloud.start_again().expect("cloud restarts");
+    let good: Vec<String> = users
+        .iter()
+        .filter(|u| !lost.contains(&u.aor()))
+        .map(|u| u.name.clone())
+        .collect();
+    let table = cloud
+        .wait_location(Duration::from_secs(150), |t| {
+            good.iter().all(|g| t.iter().any(|c| &c.aor == g))
+        })
+        .expect("location table");
+    let missing: Vec<&String> = good
+        .iter()
+        .filter(|g| !table.iter().any(|c| &c.aor == *g))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "good phones not given back to the cloud by the resync: {missing:?}\n{}\n{}",
+        hl.console_json(&["show", "resync"]).unwrap_or_default(),
+        hl.log()
+    );
+    for aor in &lost {
+        let name = aor
+            .trim_start_matches("sip:")
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            !table.iter().any(|c| c.aor == name),
+            "{aor} (bad row, quarantined) was given to the cloud"
+        );
+    }
+    let status = hl.console(&["status"]).expect("status");
+    assert!(status.ok, "{}{}", status.stdout, status.stderr);
+    assert!(!hl.log().contains("panicked"));
+    drop(phones);
+    println!(
+        "resync over a damaged store: {} good phones back in the cloud, {} bad rows left out",
+        good.len(),
+        lost.len()
+    );
 }
