@@ -381,6 +381,38 @@ pub fn answer_from_store(cmd: &Command, store: &Store) -> Answer {
                     ("groups", s.groups.into()),
                     ("largest_group", s.largest_group.into()),
                     ("quarantined", s.quarantined_total.into()),
+                    ("writer_alive", s.writer_alive.into()),
+                    (
+                        "set_aside",
+                        s.set_aside
+                            .as_ref()
+                            .map_or_else(|| "none".to_string(), |p| p.display().to_string())
+                            .into(),
+                    ),
+                    (
+                        "damaged",
+                        s.damaged.clone().unwrap_or_else(|| "no".to_string()).into(),
+                    ),
+                    // What the last purge did, so a field tech can see that the
+                    // routine task ran and what it met (the incident's purge crashed).
+                    (
+                        "last_purge",
+                        s.last_purge
+                            .as_ref()
+                            .map_or_else(
+                                || "not yet".to_string(),
+                                |r| {
+                                    format!(
+                                        "{} purged, {} quarantined, {} unreadable in {} ms",
+                                        r.purged,
+                                        r.quarantined,
+                                        r.unreadable,
+                                        r.took.as_millis()
+                                    )
+                                },
+                            )
+                            .into(),
+                    ),
                 ],
             }])
         }
