@@ -62,6 +62,10 @@ const MAX_ROUTES: usize = 200_000;
 /// Final responses remembered at most for answering retransmitted requests
 /// (beyond this a retransmission is forwarded, as before).
 const MAX_FINALS: usize = 50_000;
+/// How long a relayed final is kept for retransmissions: covers at least
+/// two retransmissions at T2 (4 s) while keeping the memory small (at 800
+/// finals/s about 8 000 entries).
+const FINAL_TTL: Duration = Duration::from_secs(10);
 /// Subscriptions tracked at most.
 const MAX_SUBSCRIPTIONS: usize = 50_000;
 /// A SUBSCRIBE not answered within this many seconds is forgotten.
@@ -223,7 +227,7 @@ pub struct Edge {
     routes: HashMap<String, ReturnRoute>,
     /// Last final response relayed per branch (not for 2xx to INVITE),
     /// resent when the request is retransmitted; lives as long as the route.
-    finals: HashMap<String, Vec<u8>>,
+    finals: HashMap<String, (Instant, Vec<u8>)>,
     held: HashMap<u64, Transmit>,
     next_token: u64,
     transmits: VecDeque<Transmit>,
@@ -471,7 +475,8 @@ impl Edge {
             }
             self.routes.retain(|_, r| r.until > now);
             let routes = &self.routes;
-            self.finals.retain(|b, _| routes.contains_key(b));
+            self.finals
+                .retain(|b, (until, _)| *until > now && routes.contains_key(b));
             self.pending_reg
                 .retain(|_, p| now.saturating_duration_since(p.at) < ROUTE_TTL);
         }
@@ -751,7 +756,7 @@ impl Edge {
         to_side: Side,
         to: Peer,
     ) {
-        if self.absorb_retransmission(&branch, from_side, from, &msg) {
+        if self.absorb_retransmission(now, &branch, from_side, from, &msg) {
             return;
         }
         if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&branch) {
@@ -810,6 +815,7 @@ impl Edge {
     /// CANCEL are never absorbed. True when absorbed.
     fn absorb_retransmission(
         &mut self,
+        now: Instant,
         branch: &str,
         from_side: Side,
         from: Peer,
@@ -822,8 +828,8 @@ impl Edge {
         if !self.routes.get(branch).is_some_and(|r| r.final_relayed) {
             return false;
         }
-        match self.finals.get(branch) {
-            Some(bytes) => {
+        match self.finals.get(branch).filter(|(until, _)| *until > now) {
+            Some((_, bytes)) => {
                 self.transmits.push_back(Transmit {
                     side: from_side,
                     to: from,
@@ -1326,7 +1332,7 @@ impl Edge {
             && ret.is_some()
             && (self.finals.len() < MAX_FINALS || self.finals.contains_key(&branch))
         {
-            self.finals.insert(branch, bytes.clone());
+            self.finals.insert(branch, (now + FINAL_TTL, bytes.clone()));
         }
         self.transmits.push_back(Transmit {
             side: to_side,

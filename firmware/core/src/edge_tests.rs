@@ -889,4 +889,9 @@ fn retransmitted_requests_after_a_final_get_that_final_again() {
     let (tx, again) = t.one();
     assert_eq!((tx.to, again.status()), (peer(PHONE), Some(200)));
     assert_eq!(t.edge.stats().absorbed, 2);
+    // A final is kept only for a while (memory): later the request goes on.
+    t.now += Duration::from_secs(11);
+    t.phone_sends(opt);
+    assert_eq!(t.one().0.to, peer(CLOUD));
+    assert_eq!(t.edge.stats().absorbed, 2);
 }
