@@ -3,7 +3,7 @@
 //! ```text
 //! holdline run [--config FILE]                       run the appliance
 //! holdline console [--socket PATH] [--json] [CMD..]  one command, or interactive
-//! holdline health [--socket PATH]                    0 when the daemon answers
+//! holdline health [--socket PATH]                    0 when every critical task is fresh
 //! holdline check-config FILE                         validate a config, exit 0 or 3
 //! holdline update ...                                firmware update agent
 //! ```
@@ -70,7 +70,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Exit 0 when the daemon answers on its console socket (for the watchdog daemon).
+    /// Exit 0 only when the running daemon reports every critical task fresh (the watchdog daemon's test).
     Health {
         /// The daemon's console socket.
         #[arg(long, value_name = "PATH")]
