@@ -96,10 +96,14 @@ fn publish(
             quarantined: store.stats().quarantined,
             watchdog_resets: hw.watchdog_resets(),
             // integrator (issue 4/7): survival and resync for health and metrics.
+            // Survival counts as serving only once this boot has heard the
+            // cloud: a firmware that never reached its cloud has not shown
+            // that its cloud link works, so a trial boot of it must not be
+            // committed on the strength of "survival" alone.
             survival_serving: matches!(
                 edge.probe().state_name(),
                 "suspect" | "down" | "recovering"
-            ),
+            ) && edge.probe().status(now).last_heard.is_some(),
             uplink_transitions: {
                 let c = edge.probe().status(now).counters;
                 vec![
