@@ -70,6 +70,19 @@ const FINAL_TTL: Duration = Duration::from_secs(10);
 const MAX_SUBSCRIPTIONS: usize = 50_000;
 /// A SUBSCRIBE not answered within this many seconds is forgotten.
 const PENDING_SUB_GRACE_S: i64 = 64;
+/// "Cloud silent": a request forwarded to the cloud (other than an initial
+/// INVITE, which fail-fast watches) that has had no response at all after
+/// this is a transaction time-out for the uplink monitor. Far shorter than
+/// Timer F (32 s), which DESIGN.md rules out for detection ("in about a
+/// second, not in Timer B's 32 s"): a UDP phone has sent it three times by
+/// then (0, T1, 3·T1 at T1 = 500 ms). It is longer than a probe interval
+/// plus its time-out (800 ms by default), so while the cloud answers
+/// probes there is always an answer newer than the request and the monitor
+/// discards the time-out (a slow far end is no false alarm).
+const CLOUD_SILENT: Duration = Duration::from_secs(2);
+/// Timer F (64·T1 at T1 = 500 ms): a request to the cloud still unanswered
+/// after this is forgotten; the phone's own transaction has ended.
+const TIMER_F: Duration = Duration::from_secs(32);
 
 /// Edge settings (the daemon maps its config onto this).
 #[derive(Debug, Clone)]
@@ -177,6 +190,15 @@ pub struct Stats {
     /// relayed (answered with that final again, or dropped for an INVITE
     /// answered 2xx), instead of being forwarded once more.
     pub absorbed: u64,
+    /// Requests forwarded to the cloud that got no response at all within
+    /// the "cloud silent" window (fed to the uplink monitor as transaction
+    /// time-outs).
+    pub cloud_timeouts: u64,
+    /// Of those, answered here once the cloud counted as down: handled
+    /// locally by survival (REGISTER, SUBSCRIBE, in-dialog to a site phone).
+    pub cloud_timeouts_local: u64,
+    /// ... or answered 503 with Retry-After (nothing here can handle them).
+    pub cloud_timeouts_503: u64,
 }
 
 /// A REGISTER forwarded to the cloud, waiting for its final answer.
@@ -200,6 +222,21 @@ struct ReqContact {
     expires: Option<u32>,
     instance: Option<String>,
     reg_id: Option<u32>,
+}
+
+/// A request forwarded to the cloud with no response yet (initial INVITEs
+/// excepted: fail-fast watches those).
+#[derive(Debug, Clone)]
+struct CloudTx {
+    /// First sent (retransmissions keep it).
+    sent_at: Instant,
+    /// The phone that sent it.
+    from: Peer,
+    /// The request as it came from the phone (before our Via, Path,
+    /// Record-Route), to be handled here if the cloud is gone.
+    request: Message,
+    /// Reported to the uplink monitor as a time-out.
+    reported: bool,
 }
 
 /// Where the response to a forwarded request goes.
@@ -236,6 +273,13 @@ pub struct Edge {
     stats: Stats,
     logs: VecDeque<String>,
     sv: survive::Survival,
+    /// Requests to the cloud without any response yet, by our branch.
+    cloud_tx: HashMap<String, CloudTx>,
+    /// Their branches in the order sent (the time-out queue; entries
+    /// answered meanwhile are skipped).
+    cloud_tx_order: VecDeque<(Instant, String)>,
+    /// Entries of `cloud_tx` already reported as timed out.
+    cloud_tx_silent: usize,
 }
 
 /// Unix seconds at `now`, given a base pair.
@@ -308,6 +352,9 @@ impl Edge {
             stats: Stats::default(),
             logs: VecDeque::new(),
             sv,
+            cloud_tx: HashMap::new(),
+            cloud_tx_order: VecDeque::new(),
+            cloud_tx_silent: 0,
         }
     }
 
@@ -397,6 +444,13 @@ impl Edge {
         if let Some(s) = self.sv_poll_timeout() {
             t = t.min(s);
         }
+        if let Some((at, _)) = self.cloud_tx_order.front() {
+            t = t.min(*at + CLOUD_SILENT);
+        }
+        if self.cloud_tx_silent > 0 && !self.cloud_usable() {
+            // Timed-out requests wait for an answer from here: at once.
+            t = t.min(self.base);
+        }
         t
     }
 
@@ -421,7 +475,8 @@ impl Edge {
                 UplinkEvent::Transition {
                     from, to, reason, ..
                 } => {
-                    format!("cloud {from} -> {to} ({reason:?})")
+                    let why = crate::uplink::reason_name(&reason);
+                    format!("cloud {from} -> {to} ({why})")
                 }
                 UplinkEvent::ResyncAllowed {
                     flap_level,
@@ -458,6 +513,7 @@ impl Edge {
         }
         self.drain_uplink_events(now);
         self.sv_handle_timeout(now);
+        self.cloud_tx_timers(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.calls.sweep(now);
@@ -479,7 +535,119 @@ impl Edge {
                 .retain(|b, (until, _)| *until > now && routes.contains_key(b));
             self.pending_reg
                 .retain(|_, p| now.saturating_duration_since(p.at) < ROUTE_TTL);
+            let before = self.cloud_tx.len();
+            self.cloud_tx
+                .retain(|_, c| now.saturating_duration_since(c.sent_at) < TIMER_F);
+            if self.cloud_tx.len() != before {
+                self.cloud_tx_silent = self.cloud_tx.values().filter(|c| c.reported).count();
+            }
         }
+    }
+
+    /// Requests to the cloud with no response: after [`CLOUD_SILENT`] a
+    /// transaction time-out for the uplink monitor; once the cloud is not
+    /// usable (Down, Recovering) the phone gets its answer from here
+    /// (survival's local handling, else 503 with Retry-After), so that it
+    /// is not left waiting for its own Timer F. No 408: RFC 4320 §4.1
+    /// forbids it for non-INVITE requests (it could only arrive after the
+    /// phone's transaction has ended).
+    fn cloud_tx_timers(&mut self, now: Instant) {
+        while let Some((at, _)) = self.cloud_tx_order.front() {
+            if now < *at + CLOUD_SILENT {
+                break;
+            }
+            let Some((at, branch)) = self.cloud_tx_order.pop_front() else {
+                break;
+            };
+            let Some(c) = self.cloud_tx.get_mut(&branch) else {
+                continue; // answered meanwhile
+            };
+            if c.reported || c.sent_at != at {
+                continue;
+            }
+            c.reported = true;
+            let sent_at = c.sent_at;
+            self.cloud_tx_silent += 1;
+            self.stats.cloud_timeouts += 1;
+            self.probe.on_transaction_timeout(now, sent_at);
+        }
+        self.drain_uplink_events(now);
+        if self.cloud_tx_silent == 0 || self.cloud_usable() {
+            return;
+        }
+        let due: Vec<String> = self
+            .cloud_tx
+            .iter()
+            .filter(|(_, c)| c.reported)
+            .map(|(b, _)| b.clone())
+            .collect();
+        for branch in due {
+            if let Some(c) = self.cloud_tx.remove(&branch) {
+                self.cloud_tx_silent = self.cloud_tx_silent.saturating_sub(1);
+                self.answer_unanswered(now, &branch, c);
+            }
+        }
+    }
+
+    /// A request the cloud left unanswered while it went down: handled
+    /// here when survival can (REGISTER, SUBSCRIBE, in-dialog requests to a
+    /// site phone), else answered 503 with Retry-After; that answer is kept
+    /// for the phone's retransmissions.
+    fn answer_unanswered(&mut self, now: Instant, branch: &str, c: CloudTx) {
+        let Some(method) = c.request.method().cloned() else {
+            return;
+        };
+        if matches!(method, Method::Ack | Method::Cancel) {
+            return; // hop-by-hop: nothing to answer
+        }
+        let call_id = c.request.call_id().unwrap_or_default().to_string();
+        let mut msg = c.request.clone();
+        if self.sv_lan_request(now, c.from, &mut msg, &method) {
+            self.stats.cloud_timeouts_local += 1;
+            self.logs.push_back(format!(
+                "{method} {call_id}: unanswered by the cloud, which is down: handled here"
+            ));
+            return;
+        }
+        let Ok(mut r) = holdline_sip::response_for(&c.request, 503, "Service Unavailable") else {
+            return;
+        };
+        let retry = self.survival_config().retry_after.as_secs().max(1);
+        let _ = r.add_header("Retry-After", &retry.to_string());
+        self.stats.cloud_timeouts_503 += 1;
+        self.logs.push_back(format!(
+            "{method} {call_id}: unanswered by the cloud, which is down: 503"
+        ));
+        let bytes = r.to_bytes();
+        if let Some(route) = self.routes.get_mut(branch) {
+            route.final_relayed = true;
+            if self.finals.len() < MAX_FINALS {
+                self.finals
+                    .insert(branch.to_string(), (now + FINAL_TTL, bytes.clone()));
+            }
+        }
+        self.transmits.push_back(Transmit {
+            side: Side::Lan,
+            to: c.from,
+            bytes,
+        });
+    }
+
+    /// Watches a request just forwarded to the cloud (see [`CLOUD_SILENT`]).
+    fn watch_cloud_tx(&mut self, now: Instant, branch: &str, from: Peer, request: Message) {
+        if self.cloud_tx.contains_key(branch) || self.cloud_tx.len() >= MAX_ROUTES {
+            return; // a retransmission keeps the first send's time
+        }
+        self.cloud_tx.insert(
+            branch.to_string(),
+            CloudTx {
+                sent_at: now,
+                from,
+                request,
+                reported: false,
+            },
+        );
+        self.cloud_tx_order.push_back((now, branch.to_string()));
     }
 
     /// The store finished the batch with this token.
@@ -877,8 +1045,11 @@ impl Edge {
         if self.sv_lan_request(now, from, &mut msg, &method) {
             return;
         }
-        // An initial INVITE is watched by fail-fast (kept as received).
-        let original = (method == Method::Invite && !in_dialog).then(|| (msg.clone(), from));
+        // An initial INVITE is watched by fail-fast (kept as received),
+        // anything else but ACK by the "cloud silent" time-out.
+        let initial_invite = method == Method::Invite && !in_dialog;
+        let original = initial_invite.then(|| (msg.clone(), from));
+        let watched = (!initial_invite && method != Method::Ack).then(|| msg.clone());
         let to = match next {
             Some((ip, port, t)) => Peer {
                 transport: t.unwrap_or(self.cfg.cloud.transport),
@@ -949,7 +1120,18 @@ impl Edge {
             _ => {}
         }
         let branch = self.our_branch(Side::Lan, &msg);
+        let queued = self.transmits.len();
         self.forward_branch(now, branch.clone(), Side::Lan, from, msg, Side::Wan, to);
+        // Sent on (not absorbed, not refused), and not to the backup route.
+        let sent = self.transmits.len() > queued
+            && self
+                .transmits
+                .back()
+                .is_some_and(|t| t.side == Side::Wan && t.to == to)
+            && self.survival_config().backup_route != Some(to);
+        if let Some(w) = watched.filter(|_| sent) {
+            self.watch_cloud_tx(now, &branch, from, w);
+        }
         if let Some(o) = original {
             if let Some(bytes) = self.transmits.back().map(|t| t.bytes.clone()) {
                 self.sv_forwarded_to_cloud(now, &branch, Some(o), &bytes);
@@ -1208,6 +1390,12 @@ impl Edge {
         if side == Side::Wan && self.probe.on_response(now, &branch, status, retry_after) {
             self.drain_uplink_events(now);
             return;
+        }
+        if side == Side::Wan {
+            // Any response ends the "cloud silent" watch.
+            if self.cloud_tx.remove(&branch).is_some_and(|c| c.reported) {
+                self.cloud_tx_silent = self.cloud_tx_silent.saturating_sub(1);
+            }
         }
         let consumed = match side {
             Side::Wan => self.sv_wan_response(now, &branch, &msg),

@@ -43,8 +43,11 @@ struct T {
 
 impl T {
     fn new() -> T {
+        T::with_cfg(cfg())
+    }
+    fn with_cfg(cfg: EdgeConfig) -> T {
         let now = Instant::now();
-        let mut edge = Edge::new(cfg(), now, 1_000_000);
+        let mut edge = Edge::new(cfg, now, 1_000_000);
         // Drain the first probe so tests see only their own traffic.
         edge.handle_timeout(now);
         while edge.poll_transmit().is_some() {}
@@ -824,6 +827,11 @@ fn mutated_messages_never_panic() {
 #[test]
 fn an_unanswered_subscribe_is_forgotten() {
     let mut t = T::new();
+    // The cloud counts as up throughout (this test jumps past many missed
+    // probes): a SUBSCRIBE left unanswered by a cloud that is down would be
+    // served here instead (`unanswered_requests_feed_the_uplink_...`).
+    t.edge
+        .set_cloud_mode(t.now, holdline_survival::uplink::Mode::ForcedUp);
     let sub = "SUBSCRIBE sip:bob@cloud.test SIP/2.0\r\n\
         Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKs9\r\n\
         From: <sip:alice@cloud.test>;tag=s9\r\nTo: <sip:bob@cloud.test>\r\n\
@@ -894,4 +902,215 @@ fn retransmitted_requests_after_a_final_get_that_final_again() {
     t.phone_sends(opt);
     assert_eq!(t.one().0.to, peer(CLOUD));
     assert_eq!(t.edge.stats().absorbed, 2);
+}
+
+/// Follows the edge's timer in virtual time until `until`, answering
+/// nothing from the cloud; returns what went to the LAN and the last time.
+fn run_silent(t: &mut T, until: Instant) -> Vec<(Transmit, Message)> {
+    let mut lan = Vec::new();
+    for _ in 0..10_000 {
+        let at = t.edge.poll_timeout().max(t.now);
+        if at > until {
+            break;
+        }
+        t.now = at;
+        t.edge.handle_timeout(at);
+        while let Some(job) = t.edge.poll_store() {
+            if let Some(token) = job.token {
+                t.edge.handle_store_done(at, token, true);
+            }
+        }
+        lan.extend(t.out().into_iter().filter(|(x, _)| x.side == Side::Lan));
+    }
+    t.now = until;
+    lan
+}
+
+/// Follows the edge's timer until `until`, the cloud answering every probe.
+fn answer_probes_until(t: &mut T, until: Instant) {
+    for _ in 0..10_000 {
+        let at = t.edge.poll_timeout().max(t.now);
+        if at > until {
+            break;
+        }
+        t.now = at;
+        t.edge.handle_timeout(at);
+        for (x, m) in t.out() {
+            if x.side == Side::Wan && m.method() == Some(&Method::Options) {
+                t.cloud_sends(&answer(&m, 200, "OK", ""));
+            }
+        }
+    }
+    t.now = until;
+}
+
+fn message_request(branch: &str) -> String {
+    format!(
+        "MESSAGE sip:bob@cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.5:5062;branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@cloud.test>;tag=m1\r\nTo: <sip:bob@cloud.test>\r\n\
+         Call-ID: msg-{branch}\r\nCSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+    )
+}
+
+#[test]
+fn a_non_invite_the_cloud_leaves_silent_is_a_transaction_timeout_then_a_503() {
+    // Probes a minute apart: within the window only the request is evidence.
+    let mut c = cfg();
+    c.probe.interval = Duration::from_secs(60);
+    let mut t = T::with_cfg(c);
+    // The cloud answers probes until it goes silent.
+    let start = t.now + Duration::from_secs(2);
+    answer_probes_until(&mut t, start);
+    assert_eq!(t.edge.probe().state_name(), "up");
+    let msg = message_request("z9hG4bKmsg1");
+    t.phone_sends(&msg);
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    // The phone retransmits (UDP): forwarded, but the first send's time counts.
+    t.now = start + Duration::from_millis(500);
+    t.phone_sends(&msg);
+    assert_eq!(t.one().0.to, peer(CLOUD));
+    // Nothing for 2 s: one transaction time-out for the uplink monitor; the
+    // cloud still counts as usable (Suspect), so the phone waits for it.
+    let lan = run_silent(&mut t, start + CLOUD_SILENT);
+    assert!(lan.is_empty(), "{lan:?}");
+    assert_eq!(t.edge.stats().cloud_timeouts, 1);
+    let c = t.edge.probe().status(t.now).counters;
+    assert_eq!(c.transaction_timeouts, 1);
+    assert_eq!(t.edge.probe().state_name(), "suspect");
+    let why = t.edge.probe().last_change.expect("a transition");
+    assert_eq!(
+        crate::uplink::reason_name(&why.reason),
+        "transaction_timeout"
+    );
+    // The probes go unanswered too: Down, and then the phone gets a clean
+    // answer from here instead of silence until its Timer F.
+    let lan = run_silent(&mut t, start + Duration::from_secs(6));
+    assert_eq!(t.edge.probe().state_name(), "down");
+    assert_eq!(lan.len(), 1, "{lan:?}");
+    let (tx, resp) = &lan[0];
+    assert_eq!(tx.to, peer(PHONE));
+    assert_eq!(resp.status(), Some(503));
+    assert!(resp.header("Retry-After").is_some(), "{resp:?}");
+    assert_eq!(resp.call_id(), Some("msg-z9hG4bKmsg1"));
+    assert_eq!(t.edge.stats().cloud_timeouts, 1, "reported once");
+    assert_eq!(t.edge.stats().cloud_timeouts_503, 1);
+    // A late retransmission gets the same 503; the cloud sees nothing.
+    t.phone_sends(&msg);
+    let (tx, again) = t.one();
+    assert_eq!((tx.side, again.status()), (Side::Lan, Some(503)));
+    let logged: Vec<String> = std::iter::from_fn(|| t.edge.poll_log()).collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("-> suspect (transaction_timeout)")),
+        "{logged:?}"
+    );
+    assert!(logged.iter().any(|l| l.contains("503")), "{logged:?}");
+}
+
+#[test]
+fn an_answered_request_is_no_timeout_and_a_provisional_is_an_answer() {
+    let mut t = T::new();
+    let start = t.now;
+    t.phone_sends(&message_request("z9hG4bKmsg2"));
+    let (_, fwd) = t.one();
+    t.now = start + Duration::from_millis(100);
+    t.cloud_sends(&answer(&fwd, 200, "OK", ""));
+    assert_eq!(t.one().1.status(), Some(200));
+    t.phone_sends(&message_request("z9hG4bKmsg3"));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 100, "Trying", ""));
+    assert_eq!(t.one().1.status(), Some(100));
+    // An ACK is never watched (no response comes to it).
+    t.phone_sends(
+        "ACK sip:bob@cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKack9\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@cloud.test>;tag=a1\r\nTo: <sip:bob@cloud.test>;tag=b1\r\n\
+         Call-ID: ack-9\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(t.one().0.to, peer(CLOUD));
+    // Answer the probes so that only our requests could time out.
+    answer_probes_until(&mut t, start + Duration::from_secs(5));
+    assert_eq!(t.edge.stats().cloud_timeouts, 0);
+    let c = t.edge.probe().status(t.now).counters;
+    assert_eq!(c.transaction_timeouts, 0);
+    assert_eq!(t.edge.probe().state_name(), "up");
+}
+
+#[test]
+fn a_register_refresh_the_silent_cloud_leaves_unanswered_is_answered_locally() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    let start = t.now;
+    t.phone_sends(&register(
+        2,
+        "<sip:alice@192.168.1.5:5060>",
+        "Expires: 3600\r\n",
+    ));
+    assert_eq!(t.one().0.to, peer(CLOUD));
+    let lan = run_silent(&mut t, start + Duration::from_secs(20));
+    assert_eq!(t.edge.probe().state_name(), "down");
+    assert_eq!(t.edge.stats().cloud_timeouts, 1);
+    assert_eq!(t.edge.stats().cloud_timeouts_local, 1);
+    let oks: Vec<&Message> = lan
+        .iter()
+        .filter(|(x, m)| x.to == peer(PHONE) && m.status() == Some(200))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(oks.len(), 1, "{lan:?}");
+    assert_eq!(oks[0].cseq().map(|c| c.seq), Some(2));
+    // Survival's short expiry, not the cloud's hour.
+    let exp = match oks[0].contacts() {
+        Some(Contacts::List(l)) => l.first().and_then(|c| c.expires()),
+        _ => None,
+    }
+    .or(oks[0].expires())
+    .expect("an expiry");
+    assert!((1..=120).contains(&exp), "{exp}");
+}
+
+#[test]
+fn transport_errors_to_the_cloud_make_it_down_others_do_not() {
+    let mut t = T::new();
+    let lan_phone = peer(PHONE);
+    // Not the cloud, or not the WAN: no evidence.
+    t.edge.handle_transport_error(t.now, Side::Lan, peer(CLOUD));
+    t.edge
+        .handle_transport_error(t.now, Side::Wan, peer("192.0.2.99:5060"));
+    t.edge.handle_transport_error(t.now, Side::Lan, lan_phone);
+    assert_eq!(t.edge.probe().state_name(), "up");
+    assert_eq!(t.edge.probe().status(t.now).counters.transport_errors, 0);
+    for i in 0..3u64 {
+        let at = t.now + Duration::from_millis(i);
+        t.edge.handle_transport_error(at, Side::Wan, peer(CLOUD));
+    }
+    assert_eq!(t.edge.probe().state_name(), "down");
+    assert_eq!(t.edge.probe().status(t.now).counters.transport_errors, 3);
+    let logged: Vec<String> = std::iter::from_fn(|| t.edge.poll_log()).collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("cloud suspect -> down (transport_error)")),
+        "{logged:?}"
+    );
+    // Stored in the event log too.
+    let mut events = Vec::new();
+    while let Some(job) = t.edge.poll_store() {
+        for w in job.writes {
+            if let StoreWrite::Event { kind, detail, .. } = w {
+                events.push((kind, detail));
+            }
+        }
+    }
+    assert!(
+        events
+            .iter()
+            .any(|(k, d)| k == "uplink" && d.contains("-> down (transport_error)")),
+        "{events:?}"
+    );
 }

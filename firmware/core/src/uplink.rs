@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use holdline_survival::uplink::{
-    Mode, ProbeId, UplinkConfig, UplinkEvent, UplinkInput, UplinkKind, UplinkMonitor, UplinkStatus,
+    Failure, Mode, ProbeId, Reason, UplinkConfig, UplinkEvent, UplinkInput, UplinkKind,
+    UplinkMonitor, UplinkStatus,
 };
 use holdline_survival::Millis;
 
@@ -55,6 +56,35 @@ pub fn state_name(u: &Uplink) -> &'static str {
     }
 }
 
+/// Short, static name of why a transition happened (`probe_timeout`,
+/// `transaction_timeout`, `transport_error`, `service_unavailable`,
+/// `answered`, `hold_down_elapsed`, `forced`): logs, the event log and
+/// `show cloud` use it.
+pub fn reason_name(r: &Reason) -> &'static str {
+    match r {
+        Reason::Failure(Failure::ProbeTimeout) => "probe_timeout",
+        Reason::Failure(Failure::TransactionTimeout) => "transaction_timeout",
+        Reason::Failure(Failure::TransportError) => "transport_error",
+        Reason::Failure(Failure::ServiceUnavailable) => "service_unavailable",
+        Reason::Answered => "answered",
+        Reason::HoldDownElapsed => "hold_down_elapsed",
+        Reason::Forced => "forced",
+    }
+}
+
+/// The last state change, for `show cloud`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastChange {
+    /// From which state.
+    pub from: UplinkKind,
+    /// To which state.
+    pub to: UplinkKind,
+    /// Why.
+    pub reason: Reason,
+    /// When (the driver's clock).
+    pub at: Instant,
+}
+
 /// The probe and the uplink state it drives.
 #[derive(Debug)]
 pub struct Probe {
@@ -68,6 +98,8 @@ pub struct Probe {
     pub last_rtt: Option<Duration>,
     /// Status code of the last answered probe.
     pub last_status: Option<u16>,
+    /// The last transition drained with [`Probe::poll_event`].
+    pub last_change: Option<LastChange>,
 }
 
 impl Probe {
@@ -81,6 +113,7 @@ impl Probe {
             answered: 0,
             last_rtt: None,
             last_status: None,
+            last_change: None,
         }
     }
 
@@ -234,7 +267,22 @@ impl Probe {
 
     /// Transitions and other events, oldest first.
     pub fn poll_event(&mut self) -> Option<UplinkEvent> {
-        self.monitor.poll_event()
+        let e = self.monitor.poll_event()?;
+        if let UplinkEvent::Transition {
+            at,
+            from,
+            to,
+            reason,
+        } = e
+        {
+            self.last_change = Some(LastChange {
+                from,
+                to,
+                reason,
+                at: self.instant(at),
+            });
+        }
+        Some(e)
     }
 }
 
@@ -295,6 +343,25 @@ mod tests {
             .expect("probe while down");
         assert!(p.on_response(t + Duration::from_secs(1), &b, 200, None));
         assert_eq!(p.state_name(), "recovering");
+    }
+
+    #[test]
+    fn transport_errors_alone_make_it_down_and_the_reason_is_kept() {
+        let t0 = Instant::now();
+        let mut p = Probe::new(cfg(), t0);
+        for i in 0..3u64 {
+            p.on_transport_error(t0 + Duration::from_millis(i), t0 + Duration::from_millis(i));
+        }
+        assert_eq!(p.state_name(), "down");
+        let mut last = None;
+        while let Some(e) = p.poll_event() {
+            last = Some(e);
+        }
+        assert!(matches!(last, Some(UplinkEvent::Transition { .. })));
+        let c = p.last_change.expect("a transition was drained");
+        assert_eq!((c.from, c.to), (UplinkKind::Suspect, UplinkKind::Down));
+        assert_eq!(reason_name(&c.reason), "transport_error");
+        assert_eq!(p.status(t0).counters.transport_errors, 3);
     }
 
     #[test]
