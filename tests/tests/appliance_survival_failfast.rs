@@ -1,0 +1,120 @@
+//! Fail-fast with the real binary and peers (issue 4.2, "no failed new
+//! call"): the Kamailio cloud hangs (SIGSTOP: silent, sockets open) and
+//! holdline has not yet found it down (probes every 10 s here). A site phone
+//! calls another site phone; the cloud gives no provisional within the
+//! fail-fast interval (default 1 s), so holdline CANCELs the INVITE upstream
+//! and routes the call to the callee itself. The caller sees a normal call
+//! (no error, nothing from the cloud, even once the cloud wakes up mid-call
+//! and answers the abandoned INVITE late).
+//!
+//! Generous bounds only; every process stopped by the test (kill on Drop).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    cloud_state, json_u64, register, start_holdline, statuses, via_count, wait_received, Setup,
+    PHONE_PORT,
+};
+use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::net::Block;
+use holdline_tests::sipp::{Scenario, Sipp};
+
+#[test]
+fn an_invite_the_hung_cloud_does_not_answer_within_the_fail_fast_interval_is_cancelled_and_completes_locally(
+) {
+    let block = Block::allocate();
+    let users = User::numbered(5100, 2);
+    let mut copts = KamailioOpts::with_users(users.clone());
+    // Verbose: the cloud's log shows every request it processed (the CANCEL).
+    copts.debug = 3;
+    let mut cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
+    let hl = start_holdline(
+        &block,
+        &Setup {
+            probe_interval_ms: Some(10_000),
+            ..Setup::default()
+        },
+    );
+    register(&block, &hl, 0, &users[0]);
+    register(&block, &hl, 1, &users[1]);
+
+    let callee = Sipp::new(Scenario::Uas)
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .var("RING_MS", "100")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("callee starts");
+
+    cloud.freeze().expect("the cloud hangs");
+    let state = cloud_state(&hl);
+    assert!(
+        state == "up" || state == "suspect",
+        "holdline already saw the hung cloud {state}: this test needs it undetected"
+    );
+    // Long enough to wake the cloud up mid-call.
+    let caller = Sipp::new(Scenario::Uac)
+        .name("caller")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .var("HOLD_MS", "5000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(90))
+        .spawn()
+        .expect("caller starts");
+    wait_received(&callee, "ACK", Duration::from_secs(30));
+    // The cloud wakes up and answers the INVITE it was sent (late).
+    cloud.thaw().expect("the cloud wakes up");
+
+    let caller = caller.wait().expect("caller finishes");
+    let callee = callee.wait().expect("callee finishes");
+    assert!(
+        caller.all_ok() && caller.successful == 1,
+        "the call failed: {caller}\n{}",
+        hl.log()
+    );
+    assert!(callee.all_ok() && callee.successful == 1, "{callee}");
+    // Nothing from the cloud reached the caller: no challenge, no error.
+    let seen = statuses(&caller.messages);
+    assert!(
+        seen.iter().all(|s| matches!(s, 100 | 180 | 200)),
+        "the caller saw {seen:?}"
+    );
+    // The callee got the INVITE straight from holdline.
+    let invite = callee.received("INVITE");
+    let invite = invite.first().expect("an INVITE");
+    assert_eq!(via_count(invite), 2, "{invite:?}");
+    let call_id = invite.header("Call-ID").unwrap_or_default().to_string();
+
+    let resync = hl.console_json(&["show", "resync"]).expect("show resync");
+    assert_eq!(json_u64(&resync, "fail_fast"), Some(1), "{resync}");
+    assert!(
+        hl.log().contains("fail-fast") || {
+            let log = hl.console_json(&["show", "log"]).unwrap_or_default();
+            log.contains("fail-fast")
+        },
+        "{}",
+        hl.log()
+    );
+    // The cloud got the INVITE and holdline's CANCEL for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let cancel = format!("CANCEL {call_id}");
+    while !cloud.log().contains(&cancel) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = cloud.log();
+    assert!(
+        log.contains(&format!("INVITE {call_id}")),
+        "the cloud never saw the INVITE"
+    );
+    assert!(
+        log.contains(&cancel),
+        "the cloud never got a CANCEL for {call_id}"
+    );
+    let _ = cloud.stop();
+}

@@ -1,0 +1,117 @@
+//! A call between two site phones set up through the Kamailio cloud, and the
+//! cloud killed mid-call (issue 4.2, in-dialog requests): holdline knows both
+//! legs, so the caller's re-INVITE and then its BYE still reach the other
+//! phone (straight from holdline, without the dead cloud) and get their 200s;
+//! no call is left hanging.
+//!
+//! Generous bounds only; every process stopped by the test (kill on Drop).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    json_u64, register, scenario, start_holdline, via_count, wait_cloud, wait_received, Setup,
+    PHONE_PORT,
+};
+use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::net::Block;
+use holdline_tests::sipp::Sipp;
+
+#[test]
+fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_after_the_cloud_dies()
+{
+    let block = Block::allocate();
+    let users = User::numbered(5000, 2);
+    let mut cloud =
+        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
+    let hl = start_holdline(&block, &Setup::default());
+    register(&block, &hl, 0, &users[0]);
+    register(&block, &hl, 1, &users[1]);
+
+    let callee = Sipp::new(scenario("uas_reinvite.xml"))
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .var("RING_MS", "100")
+        .var("BYE_TIMEOUT_MS", "60000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("callee starts");
+    // Talks 8 s before the re-INVITE: the cloud is killed (and found down)
+    // meanwhile; a re-INVITE sent before holdline sees it down is
+    // retransmitted by the phone until it gets through.
+    let caller = Sipp::new(scenario("uac_reinvite.xml"))
+        .name("caller")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .var("PRE_MS", "8000")
+        .var("HOLD_MS", "1000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("caller starts");
+
+    // The call is up through the cloud (the callee got the ACK).
+    wait_received(&callee, "ACK", Duration::from_secs(30));
+    cloud.crash().expect("kill the cloud mid-call");
+    wait_cloud(&hl, "down", Duration::from_secs(30));
+
+    let caller = caller.wait().expect("caller finishes");
+    let callee = callee.wait().expect("callee finishes");
+    assert!(
+        caller.all_ok() && caller.successful == 1,
+        "the caller's re-INVITE or BYE failed after the cloud died: {caller}\n{}\n{}",
+        hl.console_json(&["show", "resync"]).unwrap_or_default(),
+        hl.log()
+    );
+    assert!(
+        callee.all_ok() && callee.successful == 1,
+        "the callee did not get the re-INVITE and the BYE: {callee}"
+    );
+
+    // The initial INVITE came through the cloud (its Via among them) ...
+    let invites = callee.received("INVITE");
+    let initial = invites
+        .iter()
+        .find(|m| m.header("CSeq").is_some_and(|c| !c.starts_with("10 ")))
+        .expect("the initial INVITE");
+    let cloud_ip = block.cloud().to_string();
+    assert!(
+        initial.text.contains(&format!("SIP/2.0/UDP {cloud_ip}")),
+        "the call was not set up through the cloud: {initial:?}"
+    );
+    // ... the re-INVITE and the BYE straight from holdline (its Via and the caller's).
+    let reinvite = invites
+        .iter()
+        .find(|m| m.header("CSeq").is_some_and(|c| c.starts_with("10 ")))
+        .expect("the re-INVITE");
+    let bye = callee.received("BYE");
+    let bye = bye.first().expect("the BYE");
+    for m in [*reinvite, *bye] {
+        assert_eq!(via_count(m), 2, "not sent straight by holdline: {m:?}");
+        let top = m.header("Via").unwrap_or_default();
+        assert!(top.contains(&hl.lan().to_string()), "top Via {top:?}");
+        assert!(
+            !m.text.contains(&format!("SIP/2.0/UDP {cloud_ip}")),
+            "{m:?}"
+        );
+    }
+    let resync = hl.console_json(&["show", "resync"]).expect("show resync");
+    assert!(
+        json_u64(&resync, "direct_in_dialog").is_some_and(|n| n >= 2),
+        "{resync}"
+    );
+    // holdline saw the call end.
+    let calls = hl
+        .wait_console(&["show", "calls"], Duration::from_secs(10), |j| {
+            j.matches("\"ended\":\"hangup\"").count() >= 2
+        })
+        .expect("show calls");
+    assert!(
+        calls.matches("\"ended\":\"hangup\"").count() >= 2,
+        "{calls}"
+    );
+}

@@ -1,0 +1,172 @@
+//! Set-up shared by the `appliance_survival_*` tests (issue 4 with the real
+//! rig): holdline with survival settings, phones registered through it, the
+//! cloud's state as holdline sees it, the rig's extra SIPp scenarios, and
+//! numbers read out of the console's JSON.
+//!
+//! Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use holdline_tests::holdline::{Holdline, HoldlineOpts};
+use holdline_tests::kamailio::User;
+use holdline_tests::net::Block;
+use holdline_tests::sipp::{Scenario, SipMessage, Sipp};
+
+/// Every site phone's SIP port.
+pub const PHONE_PORT: u16 = 5062;
+
+/// How holdline is set up for a survival test.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// `[cloud] trusted = true` (holdline re-registers phones itself at resync).
+    pub trusted: bool,
+    /// `[uplink] probe_interval_ms`; `None`: 500 (the product default).
+    pub probe_interval_ms: Option<u64>,
+    /// `[survival]` keys (`backup_route = ...`, `emergency = [...]`), if any.
+    pub survival: Option<String>,
+}
+
+/// Starts holdline in `block` with `setup` and waits until it sees the cloud up.
+pub fn start_holdline(block: &Block, setup: &Setup) -> Holdline {
+    let mut opts = HoldlineOpts::new(block);
+    opts.probe_interval_ms = setup.probe_interval_ms.unwrap_or(500);
+    if let Some(s) = &setup.survival {
+        opts.extra = format!("[survival]\n{s}\n");
+    }
+    let mut hl = Holdline::start(opts).expect("holdline starts");
+    if setup.trusted {
+        // The rig's options have no `[cloud] trusted` knob: amend and restart.
+        let text = std::fs::read_to_string(hl.config_path()).expect("config");
+        let text = text.replacen("[cloud]\n", "[cloud]\ntrusted = true\n", 1);
+        std::fs::write(hl.config_path(), text).expect("config");
+        hl.start_again().expect("holdline with trusted resync");
+    }
+    wait_cloud(&hl, "up", Duration::from_secs(30));
+    hl
+}
+
+/// The cloud's state in `status` (`up`, `suspect`, `down`, `recovering`).
+pub fn cloud_state(hl: &Holdline) -> String {
+    let j = hl.console_json(&["status"]).unwrap_or_default();
+    j.split("\"cloud\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Waits (bounded) until holdline says the cloud is `want`.
+pub fn wait_cloud(hl: &Holdline, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = cloud_state(hl);
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holdline never saw the cloud {want} (it says {s})\n{}",
+            hl.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Registers `u` from phone `i` through holdline (answers a challenge when
+/// the cloud sends one) and asserts it succeeded.
+pub fn register(block: &Block, hl: &Holdline, i: u8, u: &User) {
+    let r = Sipp::new(Scenario::RegisterRefresh)
+        .name(&format!("register-{}", u.name))
+        .var("REGISTRATIONS", "1")
+        .local(block.phone(i), PHONE_PORT)
+        .remote(hl.lan())
+        .users(std::slice::from_ref(u))
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("sipp register runs");
+    assert!(r.all_ok(), "{} could not register: {r}", u.name);
+}
+
+/// One of the scenarios under `tests/sipp/` that the rig's [`Scenario`] enum
+/// does not name.
+pub fn scenario(file: &str) -> Scenario {
+    Scenario::Custom(sipp_dir().join(file))
+}
+
+fn sipp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp")
+}
+
+/// `"key":<number>` in console JSON.
+pub fn json_u64(json: &str, key: &str) -> Option<u64> {
+    let rest = json.split(&format!("\"{key}\":")).nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// How many `Via` header lines a message has (each line may hold several
+/// values; SIPp and the peers here write one per line).
+pub fn via_count(m: &SipMessage) -> usize {
+    m.headers()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Via") || k.eq_ignore_ascii_case("v"))
+        .map(|(_, v)| v.split(',').count())
+        .sum()
+}
+
+/// Status codes of the responses a SIPp run received.
+pub fn statuses(msgs: &[SipMessage]) -> Vec<u16> {
+    msgs.iter()
+        .filter(|m| m.direction == holdline_tests::sipp::Direction::Received)
+        .filter_map(SipMessage::status)
+        .collect()
+}
+
+/// The tag parameter of a From/To header value.
+pub fn tag_of(header: &str) -> Option<String> {
+    header.split(";tag=").nth(1).map(|t| {
+        t.split([';', '>', ' '])
+            .next()
+            .unwrap_or(t)
+            .trim()
+            .to_string()
+    })
+}
+
+/// CSeq number of a message.
+pub fn cseq_of(m: &SipMessage) -> Option<u32> {
+    m.header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The messages a traced SIPp run has sent and received so far (its
+/// `-trace_msg` log, read while it runs).
+pub fn messages_so_far(p: &holdline_tests::sipp::SippProcess) -> Vec<SipMessage> {
+    p.dir()
+        .map(|d| {
+            holdline_tests::sipp::parse_message_log(&holdline_tests::proc::read_lossy(
+                &d.join("messages.log"),
+            ))
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until a traced SIPp run has received a `method` request.
+pub fn wait_received(p: &holdline_tests::sipp::SippProcess, method: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let msgs = messages_so_far(p);
+        if msgs.iter().any(|m| {
+            m.direction == holdline_tests::sipp::Direction::Received && m.method() == Some(method)
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {method} received within {within:?}: {msgs:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
