@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use holdline_console::command::{Command, HELP};
 use holdline_console::render::{Answer, Block, Table, Value};
+use holdline_core::uplink::reason_name;
 use holdline_core::{CallState, Direction, Edge, Provenance, SubState, Uplink};
 use holdline_store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -255,13 +256,36 @@ pub fn answer_from_edge(
                 None
             };
             let c = &st.counters;
+            // Why the uplink is in this state (a technician's first question).
+            let reason = match &st.state {
+                Uplink::Down { reason, .. } => Some(reason_name(reason)),
+                _ => p
+                    .last_change
+                    .filter(|l| l.to == st.state.kind())
+                    .map(|l| reason_name(&l.reason)),
+            };
+            let last_change = p.last_change.map(|l| {
+                format!(
+                    "{} -> {} ({}) {}s ago",
+                    l.from,
+                    l.to,
+                    reason_name(&l.reason),
+                    now.saturating_duration_since(l.at).as_secs()
+                )
+            });
+            let es = edge.stats();
             Answer::ok(vec![Block::Fields {
                 name: "cloud",
                 fields: vec![
                     ("proxy", edge.cloud().to_string().into()),
                     ("state", p.state_name().into()),
+                    ("reason", reason.map(Value::from).unwrap_or(Value::Null)),
                     ("mode", format!("{:?}", st.mode).to_lowercase().into()),
                     ("since_s", secs(now.saturating_duration_since(since))),
+                    (
+                        "last_change",
+                        last_change.map(Value::from).unwrap_or(Value::Null),
+                    ),
                     ("rtt_ms", rtt.map(ms).unwrap_or(Value::Null)),
                     ("last_rtt_ms", p.last_rtt.map(ms).unwrap_or(Value::Null)),
                     ("failures", failures.into()),
@@ -270,7 +294,17 @@ pub fn answer_from_edge(
                     ("probes_sent", c.probes_sent.into()),
                     ("probes_answered", c.probes_answered.into()),
                     ("probes_timed_out", c.probes_timed_out.into()),
+                    ("transport_errors", c.transport_errors.into()),
+                    ("transaction_timeouts", c.transaction_timeouts.into()),
+                    ("service_unavailable", c.service_unavailable.into()),
+                    ("unanswered_local", es.cloud_timeouts_local.into()),
+                    ("unanswered_503", es.cloud_timeouts_503.into()),
+                    ("to_suspect", c.to_suspect.into()),
                     ("to_down", c.to_down.into()),
+                    ("to_recovering", c.to_recovering.into()),
+                    ("to_up", c.to_up.into()),
+                    ("recoveries_failed", c.recoveries_failed.into()),
+                    ("resyncs", c.resyncs.into()),
                     ("last_status", p.last_status.map(u32::from).into()),
                     ("probe_interval_ms", ms(p.config().interval)),
                 ],

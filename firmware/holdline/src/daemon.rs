@@ -183,6 +183,36 @@ pub fn edge_config(cfg: &Config) -> EdgeConfig {
     }
 }
 
+/// A send failed at the transport: evidence for the uplink monitor when it
+/// went to the cloud (the edge decides; the transition it causes is logged
+/// by the edge, each error only at debug level so that an ICMP storm does
+/// not flood the log).
+fn transport_error(
+    edge: &mut Edge,
+    now: Instant,
+    side: holdline_core::Side,
+    to: Peer,
+    error: &str,
+) {
+    if side == holdline_core::Side::Wan && to == edge.cloud() {
+        tracing::debug!(%to, error, "transport error to the cloud");
+    }
+    edge.handle_transport_error(now, side, to);
+}
+
+/// Survival settings from `[cloud]` and `[survival]` (integrator, issue 4).
+pub fn survival_config(cfg: &Config, seed: u64) -> holdline_core::SurvivalConfig {
+    holdline_core::SurvivalConfig {
+        trusted: cfg.cloud.trusted,
+        resync_rate: cfg.cloud.resync_rate,
+        backup_route: cfg.survival.backup_route.as_ref().map(peer),
+        emergency: cfg.survival.emergency.clone(),
+        seed,
+        phone_refresh: cfg.survival.phone_refresh(),
+        ..holdline_core::SurvivalConfig::default()
+    }
+}
+
 enum Wake {
     Net(NetEvent),
     StoreDone(u64, bool),
@@ -232,15 +262,7 @@ pub async fn run(cfg: Config) -> Exit {
     let ecfg0 = edge_config(&cfg);
     let survival_seed = ecfg0.seed ^ 0x5eed_5eed;
     let mut edge = Edge::new(ecfg0, now, unix_now());
-    // integrator (issue 4): survival settings from `[cloud]` and `[survival]`.
-    edge.set_survival(holdline_core::SurvivalConfig {
-        trusted: cfg.cloud.trusted,
-        resync_rate: cfg.cloud.resync_rate,
-        backup_route: cfg.survival.backup_route.as_ref().map(peer),
-        emergency: cfg.survival.emergency.clone(),
-        seed: survival_seed,
-        ..holdline_core::SurvivalConfig::default()
-    });
+    edge.set_survival(survival_config(&cfg, survival_seed));
     let s2 = store.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         (s2.load_bindings(), s2.load_subscriptions(), s2.load_mwi())
@@ -471,12 +493,18 @@ pub async fn run(cfg: Config) -> Exit {
                         }
                         Ok(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
                         Ok(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
+                        Ok(NetEvent::TransportError { side, to, error }) => {
+                            transport_error(&mut edge, now, side, to, &error)
+                        }
                         Err(_) => break,
                     }
                 }
             }
             Wake::Net(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
             Wake::Net(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
+            Wake::Net(NetEvent::TransportError { side, to, error }) => {
+                transport_error(&mut edge, now, side, to, &error)
+            }
             Wake::StoreDone(token, ok) => edge.handle_store_done(now, token, ok),
             Wake::Console(req) if matches!(req.command, Command::Cloud(_)) => {
                 if let Command::Cloud(m) = req.command {
@@ -629,4 +657,35 @@ pub async fn run(cfg: Config) -> Exit {
     let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     info!("stopped");
     field.finish(exit).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("t.toml")).expect("config")
+    }
+
+    #[test]
+    fn survival_and_uplink_keys_reach_the_edge() {
+        let c = parse(
+            "[cloud]\ntrusted = true\nresync_rate = 7\n\
+             [survival]\nphone_refresh_s = 300\nemergency = [\"999\"]\n\
+             [uplink]\nprobe_interval_ms = 700\nprobe_timeout_ms = 250\ndown_after = 4\n",
+        );
+        let s = survival_config(&c, 1);
+        assert!(s.trusted);
+        assert_eq!(s.resync_rate, 7);
+        assert_eq!(s.emergency, vec!["999".to_string()]);
+        assert_eq!(s.phone_refresh, Some(Duration::from_secs(300)));
+        let e = edge_config(&c);
+        assert_eq!(e.probe.interval, Duration::from_millis(700));
+        assert_eq!(e.probe.timeout, Duration::from_millis(250));
+        assert_eq!(e.probe.down_after, 4);
+        // Defaults: phones keep the cloud's expiry; 300 ms probe time-out.
+        let d = parse("");
+        assert_eq!(survival_config(&d, 1).phone_refresh, None);
+        assert_eq!(edge_config(&d).probe.timeout, Duration::from_millis(300));
+    }
 }

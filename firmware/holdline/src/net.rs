@@ -1,6 +1,20 @@
 //! Sockets: UDP and TCP listeners per side, outbound TCP to peers, and the
 //! events they feed into the daemon's loop. Nothing here decides anything
 //! about SIP; bytes go to `holdline_core::Edge` unchanged.
+//!
+//! Transport errors become [`NetEvent::TransportError`] (the loop hands them
+//! to `Edge::handle_transport_error`, evidence for the uplink monitor when
+//! the peer is the cloud):
+//! - UDP sends that fail (`EHOSTUNREACH`, `ENETUNREACH`, `EACCES`, ...);
+//! - ICMP errors (port/host/net unreachable) for datagrams sent from a WAN
+//!   UDP socket: Linux reports them for an unconnected socket only with
+//!   `IP_RECVERR`/`IPV6_RECVERR`, queued on the socket's error queue with
+//!   the original destination as the message's address; a task per WAN
+//!   socket waits for error readiness and drains it (`MSG_ERRQUEUE`). Not on
+//!   the LAN side: there a dead phone is no news about the cloud, and with
+//!   `IP_RECVERR` the pending error fails the socket's next send once;
+//! - TCP connects that fail and connections that end in an error (reset).
+//!   An orderly close is not an error.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +24,7 @@ use std::time::Instant;
 
 use holdline_core::{Peer, Side, Transport};
 use holdline_sip::framing::{self, Frame, StreamFramer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -34,37 +48,95 @@ pub type SharedLimits = Arc<Mutex<Limits>>;
 /// queued, later datagrams queue behind it, so that messages leave in the
 /// order the loop sent them (a 180 must never overtake the 200 after it).
 struct UdpOut {
+    side: Side,
     socket: Arc<UdpSocket>,
     backlog: mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>,
     queued: Arc<AtomicUsize>,
+    events: mpsc::Sender<NetEvent>,
+}
+
+/// An error that an earlier ICMP message left pending on a socket with
+/// `IP_RECVERR`: the kernel fails the next send with it once (that
+/// datagram is not sent) and the error queue reports the ICMP itself.
+fn pending_icmp_error(e: &std::io::Error) -> bool {
+    use nix::libc;
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN)
+    )
+}
+
+/// A send error that says something about the path to the peer (not a
+/// full buffer, not a datagram too large for the path).
+fn is_transport_error(e: &std::io::Error) -> bool {
+    use nix::libc;
+    e.kind() != std::io::ErrorKind::WouldBlock
+        && e.kind() != std::io::ErrorKind::Interrupted
+        && e.raw_os_error() != Some(libc::EMSGSIZE)
+}
+
+/// Reports a failed send to the loop (without waiting: when the channel is
+/// full the loop has plenty of other evidence to read).
+fn report(events: &mpsc::Sender<NetEvent>, side: Side, to: Peer, error: &std::io::Error) {
+    debug!(%side, %to, %error, "transport error");
+    let _ = events.try_send(NetEvent::TransportError {
+        side,
+        to,
+        error: error.to_string(),
+    });
+}
+
+/// Sends one datagram from the writer task: a pending ICMP error fails
+/// the first try (nothing was sent), so it is tried once more.
+async fn send_queued(s: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    match s.send_to(bytes, to).await {
+        Err(e) if pending_icmp_error(&e) => s.send_to(bytes, to).await,
+        r => r,
+    }
 }
 
 impl UdpOut {
-    fn new(socket: Arc<UdpSocket>) -> UdpOut {
+    fn new(side: Side, socket: Arc<UdpSocket>, events: mpsc::Sender<NetEvent>) -> UdpOut {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let (s, q) = (Arc::clone(&socket), Arc::clone(&queued));
+        let (s, q, ev) = (Arc::clone(&socket), Arc::clone(&queued), events.clone());
         tokio::spawn(async move {
             while let Some((bytes, to)) = rx.recv().await {
-                if let Err(e) = s.send_to(&bytes, to).await {
-                    debug!(%to, error = %e, "udp send failed");
+                if let Err(e) = send_queued(&s, &bytes, to).await {
+                    if is_transport_error(&e) {
+                        report(&ev, side, udp_peer(to), &e);
+                    } else {
+                        debug!(%to, error = %e, "udp send failed");
+                    }
                 }
                 q.fetch_sub(1, Ordering::AcqRel);
             }
         });
         UdpOut {
+            side,
             socket,
             backlog: tx,
             queued,
+            events,
         }
     }
 
     fn send(&self, bytes: Vec<u8>, to: SocketAddr) {
         let queued = self.queued.load(Ordering::Acquire);
         if queued == 0 {
-            match self.socket.try_send_to(&bytes, to) {
+            let mut sent = self.socket.try_send_to(&bytes, to);
+            if sent.as_ref().is_err_and(pending_icmp_error) {
+                // Left by an earlier ICMP (reported by the error queue);
+                // this datagram did not go: once more.
+                sent = self.socket.try_send_to(&bytes, to);
+            }
+            match sent {
                 Ok(_) => return,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if is_transport_error(&e) => {
+                    report(&self.events, self.side, udp_peer(to), &e);
+                    return;
+                }
                 Err(e) => {
                     debug!(%to, error = %e, "udp send failed");
                     return;
@@ -77,6 +149,111 @@ impl UdpOut {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if self.backlog.send((bytes, to)).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn udp_peer(addr: SocketAddr) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr,
+    }
+}
+
+/// Asks the kernel to queue ICMP errors for this socket's datagrams on its
+/// error queue (`IP_RECVERR` / `IPV6_RECVERR`).
+fn enable_recverr(s: &UdpSocket, v6: bool) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let r = if v6 {
+        setsockopt(s, sockopt::Ipv6RecvErr, &true)
+    } else {
+        setsockopt(s, sockopt::Ipv4RecvErr, &true)
+    };
+    r.map_err(std::io::Error::from)
+}
+
+/// One entry of a socket's error queue: the destination of the datagram
+/// that drew an ICMP error, and the error, when it says the peer cannot be
+/// reached. `Ok(None)`: an entry that does not (e.g. "fragmentation
+/// needed"). `WouldBlock` when the queue is empty.
+fn read_error_queue(s: &UdpSocket) -> std::io::Result<Option<(SocketAddr, std::io::Error)>> {
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    use nix::libc;
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+
+    // The start of the offending datagram comes back too; it is not needed.
+    let mut buf = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+    let msg = recvmsg::<SockaddrStorage>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    let dest = msg.address.as_ref().and_then(|a| {
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(SocketAddr::V4((*v4).into()))
+        } else {
+            a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+        }
+    });
+    let mut errno = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        match c {
+            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                let icmp = e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                    || e.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
+                if icmp {
+                    errno = i32::try_from(e.ee_errno).ok();
+                }
+            }
+            _ => {}
+        }
+    }
+    let unreachable = errno.filter(|n| {
+        matches!(
+            *n,
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EACCES
+                | libc::EPROTO
+        )
+    });
+    Ok(match (dest, unreachable) {
+        (Some(d), Some(n)) => Some((d, std::io::Error::from_raw_os_error(n))),
+        _ => None,
+    })
+}
+
+/// Drains the error queue of a WAN UDP socket as ICMP errors arrive and
+/// reports each unreachable destination to the loop.
+async fn udp_errors(side: Side, s: Arc<UdpSocket>, events: mpsc::Sender<NetEvent>) {
+    loop {
+        match s.async_io(Interest::ERROR, || read_error_queue(&s)).await {
+            Ok(Some((to, error))) => {
+                debug!(%side, %to, %error, "ICMP error");
+                let ev = NetEvent::TransportError {
+                    side,
+                    to: udp_peer(to),
+                    error: error.to_string(),
+                };
+                if events.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Not expected; do not spin on it.
+                debug!(%side, error = %e, "error queue read failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
     }
 }
@@ -129,6 +306,16 @@ pub enum NetEvent {
         /// Remote address.
         peer: SocketAddr,
     },
+    /// Sending to `to` failed at the transport (send error, ICMP error,
+    /// TCP connect failure or reset).
+    TransportError {
+        /// Side it was sent from.
+        side: Side,
+        /// Where it was going.
+        to: Peer,
+        /// What the OS said.
+        error: String,
+    },
 }
 
 /// Outgoing side of the sockets, owned by the loop.
@@ -166,9 +353,18 @@ pub async fn bind(
                     let s = udp_socket(p.addr)
                         .map_err(|e| format!("cannot listen on {side} {p}: {e}"))?;
                     let s = Arc::new(s);
+                    if side == Side::Wan {
+                        // ICMP errors from the cloud: evidence for the uplink.
+                        match enable_recverr(&s, p.addr.is_ipv6()) {
+                            Ok(()) => {
+                                tokio::spawn(udp_errors(side, Arc::clone(&s), events.clone()));
+                            }
+                            Err(e) => warn!(%side, %p, error = %e, "ICMP errors will not be seen"),
+                        }
+                    }
                     net.udp
                         .entry(side)
-                        .or_insert_with(|| UdpOut::new(Arc::clone(&s)));
+                        .or_insert_with(|| UdpOut::new(side, Arc::clone(&s), events.clone()));
                     tokio::spawn(udp_reader(
                         side,
                         s,
@@ -230,7 +426,8 @@ async fn udp_reader(
                 }
             }
             Err(e) => {
-                // ICMP port unreachable and friends surface here on Linux; keep going.
+                // An ICMP error pending on a WAN socket surfaces here once
+                // (the error-queue task reports it); keep going.
                 debug!(%side, error = %e, "udp receive error");
             }
         }
@@ -305,7 +502,23 @@ async fn tcp_conn(
     let mut buf = vec![0u8; 16 * 1024];
     'read: loop {
         let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) => {
+                // A reset: the peer's end failed (an orderly close is not).
+                let to = Peer {
+                    transport: Transport::Tcp,
+                    addr: peer,
+                };
+                debug!(%side, %to, error = %e, "tcp connection failed");
+                let _ = events
+                    .send(NetEvent::TransportError {
+                        side,
+                        to,
+                        error: e.to_string(),
+                    })
+                    .await;
+                break;
+            }
             Ok(n) => n,
         };
         if framer.push(buf.get(..n).unwrap_or_default()).is_err() {
@@ -382,6 +595,13 @@ impl Net {
                         }
                         Err(e) => {
                             debug!(%to, error = %e, "tcp connect failed");
+                            let _ = events
+                                .send(NetEvent::TransportError {
+                                    side,
+                                    to,
+                                    error: e.to_string(),
+                                })
+                                .await;
                             let _ = events
                                 .send(NetEvent::TcpDown {
                                     side,
