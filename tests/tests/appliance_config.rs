@@ -62,6 +62,18 @@ fn bad_configs_fail_with_one_line_naming_the_key_and_exit_3() {
         "cloud.proxy",
     );
     check(&dir, "syntax.toml", &base("[lan\n"), "syntax.toml");
+    check(
+        &dir,
+        "probe-timeout.toml",
+        &base("[uplink]\nprobe_timeout_ms = 0\n"),
+        "uplink.probe_timeout_ms",
+    );
+    check(
+        &dir,
+        "phone-refresh.toml",
+        &base("[survival]\nphone_refresh_s = 5\n"),
+        "survival.phone_refresh_s",
+    );
     let missing = dir.join("does-not-exist.toml");
     let out = run_cli(
         &["run", "--config", missing.to_str().expect("utf-8")],
@@ -81,6 +93,20 @@ fn check_config_accepts_the_test_fixture_and_refuses_an_unknown_key() {
     std::fs::write(&good, HoldlineOpts::new(&block).config_text(dir.path())).expect("write");
     let out = run_cli(
         &["check-config", good.to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    )
+    .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    // The survival key for phones' refresh (0 = off, else 60..=86400).
+    let refresh = dir.join("refresh.toml");
+    let text = HoldlineOpts::new(&block).config_text(dir.path());
+    std::fs::write(
+        &refresh,
+        format!("{text}[survival]\nphone_refresh_s = 300\n"),
+    )
+    .expect("write");
+    let out = run_cli(
+        &["check-config", refresh.to_str().expect("utf-8")],
         Duration::from_secs(30),
     )
     .expect("runs");

@@ -337,6 +337,17 @@ impl Default for Cloud {
 /// `[uplink]` (extension): the OPTIONS probe of the cloud, which drives
 /// holdline-survival's uplink state machine (Down within about a second of
 /// silence: 3 missed probes, probing faster while Suspect).
+///
+/// Worst case from the cloud going silent to Down, with the defaults
+/// (interval I = 500, timeout T = 300, down_after N = 3; while Suspect the
+/// monitor probes every S = min(150, I) ms). Worst is silence starting just
+/// after an answer: the next probe leaves I later and is missed T after
+/// that (failure 1: Suspect, probe at once); failure k >= 2 is the probe
+/// sent (k - 2) * S after entering Suspect, missed T later:
+/// `I + T + (N - 2) * S + T = 500 + 300 + 150 + 300 = 1250 ms`, under the
+/// 1.5 s target. With the old T = 400 it was 1450 ms, 50 ms from the limit.
+/// Transport errors (ICMP unreachable, TCP reset) and transaction time-outs
+/// are failures too and only make it sooner.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Uplink {
@@ -348,11 +359,14 @@ pub struct Uplink {
     pub down_after: u32,
 }
 
+/// Default `[uplink] probe_timeout_ms` (holdline-survival's default too).
+pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 300;
+
 impl Default for Uplink {
     fn default() -> Self {
         Uplink {
             probe_interval_ms: 500,
-            probe_timeout_ms: 400,
+            probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
             down_after: 3,
         }
     }
@@ -377,6 +391,9 @@ impl Default for Sip {
     }
 }
 
+/// Allowed `[survival] phone_refresh_s` when set (0 = off).
+pub const PHONE_REFRESH_RANGE_S: std::ops::RangeInclusive<u64> = 60..=86_400;
+
 /// `[survival]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -385,6 +402,13 @@ pub struct Survival {
     pub backup_route: Option<Endpoint>,
     /// Numbers that always have a route.
     pub emergency: Vec<String>,
+    /// Extension: while the cloud is up, the longest expiry (seconds)
+    /// holdline's REGISTER 2xx tells a phone; the cloud keeps the phone's
+    /// own expiry. Every phone then refreshes at least this often, so in an
+    /// untrusted-mode outage it proves itself alive and its refresh reaches
+    /// the restarted cloud soon. 0 (default): the cloud's expiry passes
+    /// unchanged. Otherwise 60..=86400.
+    pub phone_refresh_s: u64,
 }
 
 impl Default for Survival {
@@ -392,7 +416,15 @@ impl Default for Survival {
         Survival {
             backup_route: None,
             emergency: vec!["911".to_string(), "112".to_string()],
+            phone_refresh_s: 0,
         }
+    }
+}
+
+impl Survival {
+    /// `phone_refresh_s` as the core's `SurvivalConfig::phone_refresh`.
+    pub fn phone_refresh(&self) -> Option<std::time::Duration> {
+        (self.phone_refresh_s > 0).then(|| std::time::Duration::from_secs(self.phone_refresh_s))
     }
 }
 
@@ -561,8 +593,11 @@ impl Config {
                 "must be between 50 and 3600000".into(),
             ));
         }
-        if self.uplink.probe_timeout_ms == 0 {
-            return Err(invalid("uplink.probe_timeout_ms", "must be > 0".into()));
+        if !(10..=60_000).contains(&self.uplink.probe_timeout_ms) {
+            return Err(invalid(
+                "uplink.probe_timeout_ms",
+                "must be between 10 and 60000".into(),
+            ));
         }
         if self.uplink.down_after == 0 {
             return Err(invalid("uplink.down_after", "must be at least 1".into()));
@@ -587,6 +622,17 @@ impl Config {
                     format!("expected a dial string of digits, got {e:?}"),
                 ));
             }
+        }
+        let r = self.survival.phone_refresh_s;
+        if r != 0 && !PHONE_REFRESH_RANGE_S.contains(&r) {
+            return Err(invalid(
+                "survival.phone_refresh_s",
+                format!(
+                    "must be 0 (off) or between {} and {}, got {r}",
+                    PHONE_REFRESH_RANGE_S.start(),
+                    PHONE_REFRESH_RANGE_S.end()
+                ),
+            ));
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty".into()));
@@ -630,6 +676,48 @@ mod tests {
         assert_eq!(c.store.purge_interval_s, 600);
         assert_eq!(c.lan.rate_limit_per_s, LAN_RATE_LIMIT_PER_S);
         assert_eq!(c.wan.cloud_rate_limit_per_s, CLOUD_RATE_LIMIT_PER_S);
+        assert_eq!(c.uplink.probe_timeout_ms, 300);
+        assert_eq!(c.survival.phone_refresh_s, 0);
+        assert_eq!(c.survival.phone_refresh(), None);
+    }
+
+    #[test]
+    fn default_uplink_goes_down_within_one_and_a_half_seconds() {
+        // The arithmetic in `Uplink`'s doc, from the configured values.
+        let u = Uplink::default();
+        let suspect = u.probe_interval_ms.min(150);
+        let worst = u.probe_interval_ms
+            + u.probe_timeout_ms
+            + u64::from(u.down_after.saturating_sub(2)) * suspect
+            + u.probe_timeout_ms;
+        assert_eq!(worst, 1250);
+        assert!(worst <= 1500);
+    }
+
+    #[test]
+    fn uplink_and_phone_refresh_bad_values_name_the_key() {
+        for bad in ["0", "5", "60001"] {
+            let e = parse(&format!("[uplink]\nprobe_timeout_ms = {bad}\n")).expect_err(bad);
+            assert!(e.to_string().contains("uplink.probe_timeout_ms"), "{e}");
+        }
+        let e = parse("[uplink]\nprobe_timeout_ms = -1\n").expect_err("negative");
+        assert!(e.to_string().contains("uplink.probe_timeout_ms"), "{e}");
+        for bad in ["1", "59", "86401"] {
+            let e = parse(&format!("[survival]\nphone_refresh_s = {bad}\n")).expect_err(bad);
+            let s = e.to_string();
+            assert!(s.contains("survival.phone_refresh_s"), "{s}");
+            assert!(!s.contains('\n'), "{s}");
+        }
+        let e = parse("[survival]\nphone_refresh_s = \"300\"\n").expect_err("string");
+        assert!(e.to_string().contains("survival.phone_refresh_s"), "{e}");
+        let c = parse("[survival]\nphone_refresh_s = 300\n").expect("300 s");
+        assert_eq!(
+            c.survival.phone_refresh(),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert!(parse("[survival]\nphone_refresh_s = 60\n").is_ok());
+        assert!(parse("[survival]\nphone_refresh_s = 86400\n").is_ok());
+        assert!(parse("[survival]\nphone_refresh_s = 0\n").is_ok());
     }
 
     #[test]
