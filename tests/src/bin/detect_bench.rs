@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! cargo build --release -p holdline && cargo build -p holdline-tests --bin detect_bench
-//! target/debug/detect_bench [--runs 20] [--mode both|kill|freeze] [--probe-ms 1000] [--holdline PATH]
+//! target/debug/detect_bench [--runs 20] [--mode both|kill|freeze] [--probe-ms default|MS] [--holdline PATH]
 //! ```
+//!
+//! `--probe-ms default` (the default) leaves `[uplink]` out of the config,
+//! so holdline's own defaults (probe interval, probe timeout, misses before
+//! Down) are what is measured; a number sets `probe_interval_ms` only.
 //!
 //! Each run starts a fresh cloud and a fresh holdline (so hold-down and flap
 //! history never carry over), waits until `show cloud` says `up`, waits a
@@ -30,10 +34,14 @@ enum Mode {
     Freeze,
 }
 
+const USAGE: &str = "usage: detect_bench [--runs N] [--mode both|kill|freeze] \
+                     [--probe-ms default|MS] [--holdline PATH]";
+
 struct Args {
     runs: usize,
     modes: Vec<Mode>,
-    probe_ms: u64,
+    /// `None`: holdline's own default.
+    probe_ms: Option<u64>,
     holdline: PathBuf,
 }
 
@@ -42,7 +50,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         runs: 20,
         modes: vec![Mode::Kill, Mode::Freeze],
-        probe_ms: 1000,
+        probe_ms: None,
         holdline: ["release", "debug"]
             .iter()
             .map(|p| root.join("target").join(p).join("holdline"))
@@ -51,10 +59,14 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.into());
+        }
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--runs" => a.runs = v.parse().map_err(|_| format!("not a number: {v}"))?,
-            "--probe-ms" => a.probe_ms = v.parse().map_err(|_| format!("not a number: {v}"))?,
+            "--probe-ms" if v == "default" => a.probe_ms = None,
+            "--probe-ms" => a.probe_ms = Some(v.parse().map_err(|_| format!("not a number: {v}"))?),
             "--holdline" => a.holdline = PathBuf::from(v),
             "--mode" => {
                 a.modes = match v.as_str() {
@@ -64,7 +76,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--mode {other}: both|kill|freeze")),
                 }
             }
-            other => return Err(format!("unknown argument {other}")),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
     Ok(a)
@@ -79,10 +91,13 @@ fn main() -> ExitCode {
         }
     };
     let mut lines = vec![format!(
-        "\nholdline failure detection: {} runs per mode, probe interval {} ms, binary {}\n\n\
+        "\nholdline failure detection: {} runs per mode, probe interval {}, binary {}\n\n\
          | cloud failure | runs | detected | median (ms) | best (ms) | worst (ms) |\n|---|---|---|---|---|---|",
         args.runs,
-        args.probe_ms,
+        match args.probe_ms {
+            Some(ms) => format!("{ms} ms"),
+            None => "holdline's default ([uplink] not in the config)".into(),
+        },
         args.holdline.display()
     )];
     for mode in &args.modes {
@@ -128,6 +143,19 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// holdline's default `[uplink] probe_interval_ms` (only used to spread the
+/// moment of failure over a probe cycle).
+const DEFAULT_PROBE_INTERVAL_MS: u64 = 500;
+
+/// The rig's config without its `[uplink]` section (which holds only the
+/// probe interval), so holdline's defaults apply.
+fn without_uplink(text: &str) -> String {
+    text.lines()
+        .filter(|l| *l != "[uplink]" && !l.starts_with("probe_interval_ms"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `holdline console --json show cloud` → the `state` string, wherever it
 /// sits in the JSON.
 fn cloud_state(bin: &PathBuf, socket: &std::path::Path) -> Option<String> {
@@ -162,9 +190,16 @@ fn one_run(args: &Args, mode: Mode, run: usize) -> Result<Option<f64>, RigError>
         source: e,
     })?;
     let mut opts = HoldlineOpts::new(&block);
-    opts.probe_interval_ms = args.probe_ms;
+    let mut text = match args.probe_ms {
+        Some(ms) => {
+            opts.probe_interval_ms = ms;
+            opts.config_text(dir.path())
+        }
+        None => without_uplink(&opts.config_text(dir.path())),
+    };
+    text.push('\n');
     let config = dir.join("holdline.toml");
-    std::fs::write(&config, opts.config_text(dir.path())).map_err(|e| RigError::Io {
+    std::fs::write(&config, text).map_err(|e| RigError::Io {
         what: "write holdline.toml".into(),
         source: e,
     })?;
@@ -199,7 +234,8 @@ fn one_run(args: &Args, mode: Mode, run: usize) -> Result<Option<f64>, RigError>
         std::thread::sleep(Duration::from_millis(50));
     }
     // Land the failure at a different phase of the probe cycle each run.
-    let phase = args.probe_ms * ((run as u64 * 7) % 10) / 10;
+    let interval = args.probe_ms.unwrap_or(DEFAULT_PROBE_INTERVAL_MS);
+    let phase = interval * ((run as u64 * 7) % 10) / 10;
     std::thread::sleep(Duration::from_millis(phase));
 
     let t0 = Instant::now();
