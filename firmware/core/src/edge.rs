@@ -581,9 +581,10 @@ impl Edge {
             .filter(|(_, c)| c.reported)
             .map(|(b, _)| b.clone())
             .collect();
+        // Every reported entry is answered now (none is left to wake for).
+        self.cloud_tx_silent = 0;
         for branch in due {
             if let Some(c) = self.cloud_tx.remove(&branch) {
-                self.cloud_tx_silent = self.cloud_tx_silent.saturating_sub(1);
                 self.answer_unanswered(now, &branch, c);
             }
         }
