@@ -41,17 +41,24 @@ fn num(c: &Value, key: &str) -> u64 {
     c[key].as_u64().unwrap_or_else(|| panic!("{key} in {c}"))
 }
 
-/// holdline with the cloud on the block's cloud address, probes a minute
-/// apart with a minute's time-out: within a test nothing but transport
+/// holdline with the cloud on the block's cloud address, a probe every
+/// second with a minute's time-out: within a test nothing but transport
 /// errors and transaction time-outs can count as a failure.
 fn start_holdline(block: &Block) -> Holdline {
+    start_holdline_with(block, "udp")
+}
+
+/// [`start_holdline`] with the cloud proxy on `transport` (`udp`, `tcp`).
+fn start_holdline_with(block: &Block, transport: &str) -> Holdline {
     let mut opts = HoldlineOpts::new(block);
-    opts.probe_interval_ms = 60_000;
+    opts.probe_interval_ms = 1000;
     let mut hl = Holdline::start(opts).expect("holdline starts");
     let text = std::fs::read_to_string(hl.config_path()).expect("config");
-    let line = "probe_interval_ms = 60000\n";
+    let line = "probe_interval_ms = 1000\n";
     assert!(text.contains(line), "{text}");
     let text = text.replacen(line, &format!("{line}probe_timeout_ms = 60000\n"), 1);
+    assert!(text.contains("proxy = \"udp:"), "{text}");
+    let text = text.replacen("proxy = \"udp:", &format!("proxy = \"{transport}:"), 1);
     std::fs::write(hl.config_path(), text).expect("config written");
     hl.start_again()
         .expect("holdline restarts with the probe settings");
@@ -70,7 +77,7 @@ fn icmp_port_unreachable_from_the_cloud_makes_the_uplink_down_by_transport_error
     assert_eq!(c["state"], "down", "{c}");
     assert_eq!(c["reason"], "transport_error", "{c}");
     assert!(num(&c, "transport_errors") >= 3, "{c}");
-    // Not from probe or transaction time-outs (a minute away).
+    // Not from probe time-outs (a minute away) nor request time-outs (none sent).
     assert_eq!(num(&c, "probes_timed_out"), 0, "{c}");
     assert_eq!(num(&c, "transaction_timeouts"), 0, "{c}");
     assert!(num(&c, "to_suspect") >= 1 && num(&c, "to_down") >= 1, "{c}");
@@ -108,6 +115,19 @@ fn icmp_port_unreachable_from_the_cloud_makes_the_uplink_down_by_transport_error
     assert!(log.contains("cloud mode ForcedUp"), "{log}");
 }
 
+#[test]
+fn refused_tcp_connects_to_the_cloud_make_the_uplink_down_by_transport_errors() {
+    let block = Block::allocate();
+    assert!(net::tcp_port_free(block.cloud(), 5060));
+    let hl = start_holdline_with(&block, "tcp");
+    let c = wait_cloud(&hl, |c| c["state"] == "down");
+    assert_eq!(c["proxy"], format!("tcp:{}:5060", block.cloud()), "{c}");
+    assert_eq!(c["state"], "down", "{c}");
+    assert_eq!(c["reason"], "transport_error", "{c}");
+    assert!(num(&c, "transport_errors") >= 3, "{c}");
+    assert_eq!(num(&c, "probes_timed_out"), 0, "{c}");
+}
+
 /// A MESSAGE from a phone, to someone in the cloud.
 fn message(from: SocketAddr, branch: &str) -> String {
     format!(
@@ -137,8 +157,8 @@ fn a_request_the_silent_cloud_leaves_unanswered_is_a_transaction_timeout_and_get
         .set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     let me = phone.local_addr().expect("addr");
-    // Three requests: with the probes a minute away, their three time-outs
-    // in a row are what makes the uplink Down (down_after = 3).
+    // Three requests: with the probes' time-out a minute away, their three
+    // time-outs in a row are what makes the uplink Down (down_after = 3).
     let msg = message(me, "z9hG4bKsilent1");
     for m in [
         msg.clone(),

@@ -636,3 +636,86 @@ impl Net {
         self.tcp.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loopback UDP port where nothing listens (bound, then closed).
+    fn closed_port() -> SocketAddr {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.local_addr().expect("addr")
+    }
+
+    #[tokio::test]
+    async fn icmp_port_unreachable_is_read_from_the_error_queue_with_its_destination() {
+        let s = udp_socket("127.0.0.1:0".parse().expect("addr")).expect("socket");
+        enable_recverr(&s, false).expect("IP_RECVERR");
+        let closed = closed_port();
+        s.send_to(b"OPTIONS", closed).await.expect("sent");
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.async_io(Interest::ERROR, || read_error_queue(&s)),
+        )
+        .await
+        .expect("an ICMP error within 10 s")
+        .expect("error queue read");
+        let (to, error) = got.expect("port unreachable is reported");
+        assert_eq!(to, closed);
+        assert_eq!(error.raw_os_error(), Some(nix::libc::ECONNREFUSED));
+        // Drained: nothing more, and the next send goes (nothing pending).
+        assert_eq!(
+            read_error_queue(&s).map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::WouldBlock)
+        );
+        s.send_to(b"OPTIONS", closed_port()).await.expect("sent");
+    }
+
+    #[tokio::test]
+    async fn a_wan_send_to_a_closed_port_and_a_refused_tcp_connect_are_transport_errors() {
+        let cfg = crate::config::Config::parse("", std::path::Path::new("t.toml")).expect("cfg");
+        let (tx, mut rx) = mpsc::channel(64);
+        let wan = [Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        }];
+        let mut net = bind(&[], &wan, tx, 65_535, Limits::from_config(&cfg))
+            .await
+            .expect("bound");
+        let mut want = vec![
+            Peer {
+                transport: Transport::Udp,
+                addr: closed_port(),
+            },
+            Peer {
+                transport: Transport::Tcp,
+                addr: {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                    l.local_addr().expect("addr")
+                },
+            },
+        ];
+        for p in &want {
+            net.send(Side::Wan, *p, b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec());
+        }
+        let mut seen = Vec::new();
+        while seen.len() < want.len() {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .expect("events within 10 s")
+                .expect("channel open");
+            match ev {
+                NetEvent::TransportError { side, to, .. } => {
+                    assert_eq!(side, Side::Wan);
+                    seen.push(to);
+                }
+                NetEvent::TcpDown { .. } => {}
+                _ => panic!("unexpected event"),
+            }
+        }
+        let key = |p: &Peer| (p.transport == Transport::Tcp, p.addr);
+        seen.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(seen, want);
+    }
+}
