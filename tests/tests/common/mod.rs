@@ -6,6 +6,8 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod blf;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
