@@ -118,3 +118,52 @@ fn an_invite_the_hung_cloud_does_not_answer_within_the_fail_fast_interval_is_can
     );
     let _ = cloud.stop();
 }
+
+#[test]
+fn an_invite_with_no_local_route_to_a_hung_cloud_gets_503_with_retry_after_once_the_cloud_is_found_down(
+) {
+    let block = Block::allocate();
+    let users = User::numbered(5200, 1);
+    let mut cloud =
+        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
+    // The product's probe interval: the hung cloud is found down soon.
+    let hl = start_holdline(&block, &Setup::default());
+    register(&block, &hl, 0, &users[0]);
+
+    cloud.freeze().expect("the cloud hangs");
+    // Nobody on site has this number and there is no backup route: the call
+    // stays with the cloud past the fail-fast interval, and once holdline
+    // finds the cloud down the phone is told to retry later.
+    let uac = Sipp::new(common::scenario("uac_rejected.xml"))
+        .name("call-rejected")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), "5551234".to_string())])
+        .var("STATUS", "503")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("caller runs");
+    assert!(
+        uac.all_ok() && uac.successful == 1,
+        "no 503 with Retry-After for a call with no local route: {uac}\n{}",
+        hl.log()
+    );
+    let refusal = uac
+        .messages
+        .iter()
+        .find(|m| m.status() == Some(503))
+        .expect("a 503");
+    let retry_after = refusal
+        .header("Retry-After")
+        .and_then(|v| v.split([';', ' ', '(']).next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s > 0), "{refusal:?}");
+    // Answered by holdline (the frozen cloud answered nothing).
+    assert_eq!(via_count(refusal), 1, "{refusal:?}");
+    let resync = hl.console_json(&["show", "resync"]).expect("show resync");
+    // Not cancelled: it had nowhere else to go.
+    assert_eq!(json_u64(&resync, "fail_fast"), Some(0), "{resync}");
+    cloud.thaw().expect("thaw");
+    let _ = cloud.stop();
+}
