@@ -672,6 +672,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_datagram_sent_while_an_icmp_error_is_pending_still_leaves() {
+        let s = Arc::new(udp_socket("127.0.0.1:0".parse().expect("addr")).expect("socket"));
+        enable_recverr(&s, false).expect("IP_RECVERR");
+        let (tx, _rx) = mpsc::channel(64);
+        let out = UdpOut::new(Side::Wan, Arc::clone(&s), tx);
+        out.send(b"to nobody".to_vec(), closed_port());
+        // The ICMP error has arrived (error readiness), nobody drained it.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.async_io(Interest::ERROR, || Ok(())),
+        )
+        .await
+        .expect("an ICMP error within 10 s")
+        .expect("readiness");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        out.send(b"to the peer".to_vec(), peer.local_addr().expect("addr"));
+        let mut buf = [0u8; 64];
+        let (n, _) = peer.recv_from(&mut buf).expect("the datagram arrives");
+        assert_eq!(buf.get(..n), Some(&b"to the peer"[..]));
+    }
+
+    #[tokio::test]
     async fn a_wan_send_to_a_closed_port_and_a_refused_tcp_connect_are_transport_errors() {
         let cfg = crate::config::Config::parse("", std::path::Path::new("t.toml")).expect("cfg");
         let (tx, mut rx) = mpsc::channel(64);
