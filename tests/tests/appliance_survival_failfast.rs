@@ -74,7 +74,9 @@ fn an_invite_the_hung_cloud_does_not_answer_within_the_fail_fast_interval_is_can
     let caller = caller.wait().expect("caller finishes");
     let callee = callee.wait().expect("callee finishes");
     assert!(
-        caller.all_ok() && caller.successful == 1,
+        caller.all_ok()
+            && caller.successful == 1
+            && common::got_answer(&caller.messages, "BYE", 200),
         "the call failed: {caller}\n{}",
         hl.log()
     );

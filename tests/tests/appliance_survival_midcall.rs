@@ -62,7 +62,14 @@ fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_af
     let caller = caller.wait().expect("caller finishes");
     let callee = callee.wait().expect("callee finishes");
     assert!(
-        caller.all_ok() && caller.successful == 1,
+        caller.all_ok()
+            && caller.successful == 1
+            && common::got_answer(&caller.messages, "INVITE", 200)
+            && caller
+                .messages
+                .iter()
+                .any(|m| m.status() == Some(200) && m.header("CSeq") == Some("10 INVITE"))
+            && common::got_answer(&caller.messages, "BYE", 200),
         "the caller's re-INVITE or BYE failed after the cloud died: {caller}\n{}\n{}",
         hl.console_json(&["show", "resync"]).unwrap_or_default(),
         hl.log()

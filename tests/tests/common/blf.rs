@@ -53,7 +53,11 @@ pub fn call(block: &Block, hl: &Holdline, caller: &User, callee: &User, name: &s
         .timeout(Duration::from_secs(90))
         .run()
         .expect("caller runs");
-    assert!(r.all_ok() && r.successful == 1, "{name}: {r}\n{}", hl.log());
+    assert!(
+        r.all_ok() && r.successful == 1 && super::got_answer(&r.messages, "BYE", 200),
+        "{name}: {r}\n{}",
+        hl.log()
+    );
     r
 }
 

@@ -172,3 +172,16 @@ pub fn wait_received(p: &holdline_tests::sipp::SippProcess, method: &str, within
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Whether a SIPp run received a `code` answer to its `method` request
+/// (by the CSeq method: SIPp's `<recv response="200">` matches any 200, so a
+/// retransmitted 200 to the INVITE can pass for the 200 to a BYE).
+pub fn got_answer(msgs: &[SipMessage], method: &str, code: u16) -> bool {
+    msgs.iter().any(|m| {
+        m.direction == holdline_tests::sipp::Direction::Received
+            && m.status() == Some(code)
+            && m.header("CSeq")
+                .and_then(|c| c.split_whitespace().nth(1))
+                .is_some_and(|mth| mth.eq_ignore_ascii_case(method))
+    })
+}
