@@ -2,7 +2,9 @@
 //! cloud killed mid-call (issue 4.2, in-dialog requests): holdline knows both
 //! legs, so the caller's re-INVITE and then its BYE still reach the other
 //! phone (straight from holdline, without the dead cloud) and get their 200s;
-//! no call is left hanging.
+//! no call is left hanging. And a call set up during the outage (the cloud
+//! never saw it) keeps running after the cloud is back and up, its
+//! re-INVITE and BYE still going phone to phone (issue 4.5).
 //!
 //! Generous bounds only; every process stopped by the test (kill on Drop).
 
@@ -121,4 +123,93 @@ fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_af
         calls.matches("\"ended\":\"hangup\"").count() >= 2,
         "{calls}"
     );
+}
+
+#[test]
+fn a_call_set_up_during_the_outage_keeps_running_after_the_cloud_is_back_and_ends_normally() {
+    let block = Block::allocate();
+    let users = User::numbered(5300, 2);
+    let mut copts = KamailioOpts::with_users(users.clone());
+    copts.trusted = vec![block.holdline().into()];
+    let mut cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
+    let hl = start_holdline(
+        &block,
+        &Setup {
+            trusted: true,
+            ..Setup::default()
+        },
+    );
+    register(&block, &hl, 0, &users[0]);
+    register(&block, &hl, 1, &users[1]);
+    cloud.crash().expect("kill the cloud");
+    wait_cloud(&hl, "down", Duration::from_secs(30));
+
+    let callee = Sipp::new(scenario("uas_reinvite.xml"))
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .var("RING_MS", "100")
+        .var("BYE_TIMEOUT_MS", "90000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(150))
+        .spawn()
+        .expect("callee starts");
+    // Talks 30 s before the re-INVITE: long enough for the cloud to come
+    // back and be up (hold-down) first.
+    let caller = Sipp::new(scenario("uac_reinvite.xml"))
+        .name("caller")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .var("PRE_MS", "30000")
+        .var("HOLD_MS", "1000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(150))
+        .spawn()
+        .expect("caller starts");
+    wait_received(&callee, "ACK", Duration::from_secs(30));
+
+    cloud.start_again().expect("cloud restarts");
+    wait_cloud(&hl, "up", Duration::from_secs(60));
+    let reinvite_sent = common::messages_so_far(&caller)
+        .iter()
+        .any(|m| m.header("CSeq") == Some("10 INVITE"));
+    assert!(
+        !reinvite_sent,
+        "the cloud was not up before the re-INVITE: this test needs more talk time"
+    );
+
+    let caller = caller.wait().expect("caller finishes");
+    let callee = callee.wait().expect("callee finishes");
+    assert!(
+        caller.all_ok()
+            && caller.successful == 1
+            && caller
+                .messages
+                .iter()
+                .any(|m| m.status() == Some(200) && m.header("CSeq") == Some("10 INVITE"))
+            && common::got_answer(&caller.messages, "BYE", 200),
+        "the call set up during the outage did not end normally: {caller}\n{}",
+        hl.log()
+    );
+    assert!(
+        callee.all_ok() && callee.successful == 1,
+        "the callee did not get the re-INVITE and the BYE: {callee}"
+    );
+    // The whole call stayed on the site: the cloud (which never saw it) is
+    // in none of its requests.
+    let cloud_ip = block.cloud().to_string();
+    for m in callee
+        .messages
+        .iter()
+        .filter(|m| m.direction == holdline_tests::sipp::Direction::Received)
+        .filter(|m| m.method().is_some())
+    {
+        assert_eq!(via_count(m), 2, "{m:?}");
+        assert!(
+            !m.text.contains(&format!("SIP/2.0/UDP {cloud_ip}")),
+            "{m:?}"
+        );
+    }
+    let _ = cloud.stop();
 }
