@@ -2,7 +2,8 @@
 //! cloud killed mid-call (issue 4.2, in-dialog requests): holdline knows both
 //! legs, so the caller's re-INVITE and then its BYE still reach the other
 //! phone (straight from holdline, without the dead cloud) and get their 200s;
-//! no call is left hanging. And a call set up during the outage (the cloud
+//! no call is left hanging; the same for a BYE from the callee. And a call
+//! set up during the outage (the cloud
 //! never saw it) keeps running after the cloud is back and up, its
 //! re-INVITE and BYE still going phone to phone (issue 4.5).
 //!
@@ -212,4 +213,61 @@ fn a_call_set_up_during_the_outage_keeps_running_after_the_cloud_is_back_and_end
         );
     }
     let _ = cloud.stop();
+}
+
+#[test]
+fn the_callees_bye_of_a_call_set_up_through_the_cloud_reaches_the_caller_after_the_cloud_dies() {
+    let block = Block::allocate();
+    let users = User::numbered(5400, 2);
+    let mut cloud =
+        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
+    let hl = start_holdline(&block, &Setup::default());
+    register(&block, &hl, 0, &users[0]);
+    register(&block, &hl, 1, &users[1]);
+
+    // The callee hangs up after 8 s of talk; the cloud dies meanwhile.
+    let callee = Sipp::new(scenario("uas_hangup.xml"))
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .var("RING_MS", "100")
+        .var("TALK_MS", "8000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("callee starts");
+    let caller = Sipp::new(scenario("uac_wait_bye.xml"))
+        .name("caller")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .var("BYE_TIMEOUT_MS", "60000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("caller starts");
+    wait_received(&callee, "ACK", Duration::from_secs(30));
+    cloud.crash().expect("kill the cloud mid-call");
+    wait_cloud(&hl, "down", Duration::from_secs(30));
+
+    let callee = callee.wait().expect("callee finishes");
+    let caller = caller.wait().expect("caller finishes");
+    assert!(
+        callee.all_ok()
+            && callee.successful == 1
+            && common::got_answer(&callee.messages, "BYE", 200),
+        "the callee's BYE was not answered after the cloud died: {callee}\n{}",
+        hl.log()
+    );
+    assert!(
+        caller.all_ok() && caller.successful == 1,
+        "the caller did not get the BYE: {caller}"
+    );
+    let bye = caller.received("BYE");
+    let bye = bye.first().expect("a BYE");
+    assert_eq!(via_count(bye), 2, "not sent straight by holdline: {bye:?}");
+    assert!(
+        !bye.text.contains(&format!("SIP/2.0/UDP {}", block.cloud())),
+        "{bye:?}"
+    );
 }
