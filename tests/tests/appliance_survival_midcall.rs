@@ -3,9 +3,9 @@
 //! legs, so the caller's re-INVITE and then its BYE still reach the other
 //! phone (straight from holdline, without the dead cloud) and get their 200s;
 //! no call is left hanging; the same for a BYE from the callee. And a call
-//! set up during the outage (the cloud
-//! never saw it) keeps running after the cloud is back and up, its
-//! re-INVITE and BYE still going phone to phone (issue 4.5).
+//! set up during the outage (the cloud never saw it) keeps running after the
+//! cloud is back and up, its re-INVITE and BYE still going phone to phone
+//! (issue 4.5).
 //!
 //! Generous bounds only; every process stopped by the test (kill on Drop).
 
