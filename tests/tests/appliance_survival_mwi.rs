@@ -122,22 +122,20 @@ fn a_message_summary_subscription_is_continued_by_holdline_while_the_cloud_is_do
 
     // The cloud's waiting NOTIFY reached the phone, and holdline cached it.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let cloud_last_cseq = loop {
+    loop {
         let msgs = messages_so_far(&watcher);
-        let seen = received_notifies(&msgs)
-            .into_iter()
-            .filter(|n| n.body().contains("Messages-Waiting: yes"))
-            .filter_map(cseq_of)
-            .max();
-        if let Some(c) = seen {
-            break c;
+        let waiting = received_notifies(&msgs)
+            .iter()
+            .any(|n| n.body().contains("Messages-Waiting: yes"));
+        if waiting {
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "the phone never got the cloud's waiting message-summary: {msgs:#?}"
         );
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
     let cached = hl
         .wait_console(&["show", "subscriptions"], Duration::from_secs(10), |j| {
             j.contains("\"waiting\":true")
@@ -205,7 +203,13 @@ fn a_message_summary_subscription_is_continued_by_holdline_while_the_cloud_is_do
     );
     let local: Vec<&&SipMessage> = notifies.iter().filter(|n| built_by_holdline(n)).collect();
     assert!(local.len() >= 2, "{local:#?}");
-    let mut last = cloud_last_cseq;
+    // Above every NOTIFY the cloud sent in this dialog.
+    let mut last = notifies
+        .iter()
+        .filter(|n| !built_by_holdline(n))
+        .filter_map(|n| cseq_of(n))
+        .max()
+        .expect("the cloud's NOTIFY CSeqs");
     for n in &local {
         assert_eq!(n.header("Call-ID"), Some(call_id.as_str()), "{n:?}");
         assert_eq!(n.header("From").and_then(tag_of), notifier_tag, "{n:?}");
