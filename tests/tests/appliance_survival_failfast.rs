@@ -5,7 +5,10 @@
 //! fail-fast interval (default 1 s), so holdline CANCELs the INVITE upstream
 //! and routes the call to the callee itself. The caller sees a normal call
 //! (no error, nothing from the cloud, even once the cloud wakes up mid-call
-//! and answers the abandoned INVITE late).
+//! and answers the abandoned INVITE late). Also: with no local route the
+//! phone is told 503 + Retry-After once the cloud is found down; and a call
+//! placed just as the cloud dies (its INVITE the first thing to meet the
+//! dead cloud) completes locally, BYE included.
 //!
 //! Generous bounds only; every process stopped by the test (kill on Drop).
 
@@ -167,5 +170,62 @@ fn an_invite_with_no_local_route_to_a_hung_cloud_gets_503_with_retry_after_once_
     // Not cancelled: it had nowhere else to go.
     assert_eq!(json_u64(&resync, "fail_fast"), Some(0), "{resync}");
     cloud.thaw().expect("thaw");
+    let _ = cloud.stop();
+}
+
+#[test]
+fn a_call_placed_just_as_the_cloud_dies_completes_locally_and_its_bye_reaches_the_callee() {
+    let block = Block::allocate();
+    let users = User::numbered(5500, 2);
+    let mut cloud =
+        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
+    // Probes every 10 s: the INVITE is the first thing sent to the dead cloud.
+    let hl = start_holdline(
+        &block,
+        &Setup {
+            probe_interval_ms: Some(10_000),
+            ..Setup::default()
+        },
+    );
+    register(&block, &hl, 0, &users[0]);
+    register(&block, &hl, 1, &users[1]);
+    let callee = Sipp::new(Scenario::Uas)
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .var("RING_MS", "100")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(120))
+        .spawn()
+        .expect("callee starts");
+
+    cloud.crash().expect("kill the cloud");
+    let state = cloud_state(&hl);
+    assert!(
+        state == "up" || state == "suspect",
+        "holdline already saw the dead cloud {state}: this test needs the INVITE to find out"
+    );
+    let caller = Sipp::new(Scenario::Uac)
+        .name("caller")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .var("HOLD_MS", "1000")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(90))
+        .run()
+        .expect("caller runs");
+    let callee = callee.stop(Duration::from_secs(10)).expect("callee");
+    assert!(
+        caller.all_ok()
+            && caller.successful == 1
+            && common::got_answer(&caller.messages, "BYE", 200),
+        "the call placed as the cloud died did not end normally: {caller}\n{}",
+        hl.log()
+    );
+    assert!(
+        callee.all_ok() && callee.successful == 1 && !callee.received("BYE").is_empty(),
+        "the callee never got the BYE: {callee}"
+    );
     let _ = cloud.stop();
 }
