@@ -4,9 +4,9 @@
 //! ```text
 //! cargo build --release -p holdline && cargo build -p holdline-tests --bin survival_bench
 //! target/debug/survival_bench failover [--cycles 2] [--pairs 4] [--call-rate 2] [--hold-ms 3000]
-//!     [--phase-s 20] [--holdline PATH]
+//!     [--phase-s 20] [--failure kill|freeze] [--holdline PATH]
 //! target/debug/survival_bench resync [--phones 500] [--per-ip 50] [--outage-s 10]
-//!     [--deadline-s 240] [--inbound yes|no] [--holdline PATH]
+//!     [--deadline-s 240] [--inbound yes|no] [--trusted yes|no] [--refresh-s S] [--holdline PATH]
 //! ```
 //!
 //! holdline runs with its own defaults (no `[uplink]` section, no
@@ -19,7 +19,7 @@
 //! through holdline at a steady rate (`--call-rate` calls/s in all, each held
 //! `--hold-ms`); one BLF watcher subscribed (through holdline) to every
 //! callee. Then `--cycles` times: `--phase-s` with the cloud up, SIGKILL the
-//! cloud, wait for `down`, `--phase-s` of survival, start the cloud again
+//! cloud (or, `--failure freeze`, SIGSTOP it: silent, no ICMP), wait for `down`, `--phase-s` of survival, start the cloud again
 //! (empty location and presence tables), wait until every phone is back in
 //! its location table and holdline says `up`. Prints:
 //! - calls by the phase they started in (cloud up; kill → Down; Down;
@@ -43,7 +43,10 @@
 //! `show cloud` state every ~200 ms. Prints the time from the restart until
 //! every phone is back, and the REGISTER rate the cloud saw (peak over any
 //! window of at least 1 s, and the mean); then one inbound call from a trunk
-//! through the cloud to every phone.
+//! through the cloud to every phone. `--trusted no` measures the untrusted
+//! resync, which relies on the phones' own refreshes: the phones then keep
+//! refreshing every `--refresh-s` (default 60; Expires twice that), spread
+//! evenly, as in `restart_bench` (the same scenario without holdline).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -59,9 +62,10 @@ use holdline_tests::sipp::{Direction, Scenario, SipMessage, Sipp, SippProcess, S
 use holdline_tests::RigError;
 
 const USAGE: &str = "usage: survival_bench failover [--cycles N] [--pairs N] [--call-rate R] \
-                     [--hold-ms MS] [--phase-s S] [--holdline PATH]\n       \
+                     [--hold-ms MS] [--phase-s S] [--failure kill|freeze] [--holdline PATH]\n       \
                      survival_bench resync [--phones N] [--per-ip N] [--outage-s S] \
-                     [--deadline-s S] [--inbound yes|no] [--holdline PATH]";
+                     [--deadline-s S] [--inbound yes|no] [--trusted yes|no] [--refresh-s S] \
+                     [--holdline PATH]";
 
 /// Every site phone's SIP port (registration, answering calls and OPTIONS).
 const PHONE_PORT: u16 = 5062;
@@ -79,11 +83,15 @@ struct Args {
     call_rate: f64,
     hold_ms: u64,
     phase_s: u64,
+    /// failover: SIGSTOP (silent cloud) instead of SIGKILL.
+    freeze: bool,
     phones: usize,
     per_ip: usize,
     outage_s: u64,
     deadline_s: u64,
     inbound: bool,
+    trusted: bool,
+    refresh_s: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -101,11 +109,14 @@ fn parse_args() -> Result<Args, String> {
         call_rate: 2.0,
         hold_ms: 3000,
         phase_s: 20,
+        freeze: false,
         phones: 500,
         per_ip: 50,
         outage_s: 10,
         deadline_s: 240,
         inbound: true,
+        trusted: true,
+        refresh_s: None,
     };
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -132,8 +143,21 @@ fn parse_args() -> Result<Args, String> {
             "--outage-s" => a.outage_s = num(&v)?.min(600),
             "--deadline-s" => a.deadline_s = num(&v)?.clamp(30, 3600),
             "--inbound" => a.inbound = v != "no",
+            "--failure" => {
+                a.freeze = match v.as_str() {
+                    "kill" => false,
+                    "freeze" => true,
+                    other => return Err(format!("--failure {other}: kill|freeze")),
+                }
+            }
+            "--trusted" => a.trusted = v != "no",
+            "--refresh-s" => a.refresh_s = Some(num(&v)?.clamp(10, 3600)),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if !a.trusted && a.refresh_s.is_none() {
+        // Untrusted resync relies on the phones' own refreshes.
+        a.refresh_s = Some(60);
     }
     if a.phones.div_ceil(a.per_ip) > 150 {
         return Err("--phones / --per-ip must stay within 150 loopback addresses".into());
@@ -301,7 +325,7 @@ struct Appliance {
 }
 
 impl Appliance {
-    fn start(bin: &Path, block: &Block) -> Result<Appliance, RigError> {
+    fn start(bin: &Path, block: &Block, trusted: bool) -> Result<Appliance, RigError> {
         let dir = RunDir::new("survival-bench").map_err(|e| io_err("run dir", e))?;
         let opts = HoldlineOpts::new(block);
         // holdline's own [uplink] defaults; trusted resync at the default rate.
@@ -311,7 +335,7 @@ impl Appliance {
             .filter(|l| *l != "[uplink]" && !l.starts_with("probe_interval_ms"))
             .collect::<Vec<_>>()
             .join("\n")
-            .replacen("[cloud]\n", "[cloud]\ntrusted = true\n", 1);
+            .replacen("[cloud]\n", &format!("[cloud]\ntrusted = {trusted}\n"), 1);
         text.push('\n');
         let config = dir.join("holdline.toml");
         std::fs::write(&config, text).map_err(|e| io_err("write holdline.toml", e))?;
@@ -475,7 +499,10 @@ struct CallRecord {
     answered: Option<f64>,
     bye: Option<f64>,
     ok: bool,
-    final_error: Option<u16>,
+    /// First error response: "INVITE 503", "BYE 404", ...
+    final_error: Option<String>,
+    /// Every message of the call at the caller: (time, "sent|recv start line (CSeq)").
+    trace: Vec<(f64, String)>,
 }
 
 fn calls_of(msgs: &[Stamped]) -> BTreeMap<String, CallRecord> {
@@ -485,6 +512,26 @@ fn calls_of(msgs: &[Stamped]) -> BTreeMap<String, CallRecord> {
             continue;
         };
         let c = calls.entry(id.to_string()).or_default();
+        c.trace.push((
+            s.at,
+            format!(
+                "{} {} ({}){}{}",
+                match s.msg.direction {
+                    Direction::Sent => "sent",
+                    Direction::Received => "recv",
+                },
+                s.msg.start_line(),
+                s.msg.header("CSeq").unwrap_or("-"),
+                s.msg
+                    .header("Record-Route")
+                    .map(|r| format!(" Record-Route: {r}"))
+                    .unwrap_or_default(),
+                s.msg
+                    .header("Route")
+                    .map(|r| format!(" Route: {r}"))
+                    .unwrap_or_default()
+            ),
+        ));
         match (s.msg.direction, s.msg.method(), s.msg.status()) {
             (Direction::Sent, Some("INVITE"), _) => {
                 c.start.get_or_insert(s.at);
@@ -497,8 +544,9 @@ fn calls_of(msgs: &[Stamped]) -> BTreeMap<String, CallRecord> {
                     c.answered.get_or_insert(s.at);
                 }
                 Some("BYE") if (200..300).contains(&code) => c.ok = true,
-                _ if code >= 300 && code != 401 && code != 407 => {
-                    c.final_error.get_or_insert(code);
+                m if code >= 300 && code != 401 && code != 407 => {
+                    c.final_error
+                        .get_or_insert_with(|| format!("{} {code}", m.unwrap_or("?")));
                 }
                 _ => {}
             },
@@ -574,7 +622,7 @@ fn failover(args: &Args) -> Result<String, RigError> {
     let mut copts = KamailioOpts::with_users(all);
     copts.trusted = vec![block.holdline().into(), block.trunk().into()];
     let mut cloud = Kamailio::start(block.cloud(), copts)?;
-    let mut hl = Appliance::start(&args.holdline, &block)?;
+    let mut hl = Appliance::start(&args.holdline, &block, true)?;
     eprintln!("holdline up; registering {} site phones", users.len());
     for (i, u) in users.iter().enumerate() {
         let r = register_through(
@@ -644,10 +692,16 @@ fn failover(args: &Args) -> Result<String, RigError> {
     for k in 0..args.cycles {
         std::thread::sleep(Duration::from_secs(args.phase_s));
         let kill = wall();
-        cloud.crash()?;
+        if args.freeze {
+            cloud.freeze()?;
+        } else {
+            cloud.crash()?;
+        }
         let down = hl.wait_state(&["down"], Duration::from_secs(30))?;
         eprintln!("cycle {k}: down {:.2} s after the kill", down - kill);
         std::thread::sleep(Duration::from_secs(args.phase_s));
+        // A frozen cloud is killed now; either way it starts with empty tables.
+        cloud.crash()?;
         cloud.start_again()?;
         let restart = wall();
         let back = wait_all_back(&cloud, &users, Duration::from_secs(180))?;
@@ -712,7 +766,7 @@ fn failover(args: &Args) -> Result<String, RigError> {
     struct Bucket {
         started: u64,
         failed: u64,
-        codes: BTreeMap<u16, u64>,
+        codes: BTreeMap<String, u64>,
         setup: Vec<f64>,
         from: f64,
         to: f64,
@@ -736,6 +790,13 @@ fn failover(args: &Args) -> Result<String, RigError> {
         (cycles.len(), 0)
     };
     let mut buckets: BTreeMap<(usize, usize), Bucket> = BTreeMap::new();
+    // Every phase of every cycle gets a row, empty or not.
+    for k in 0..cycles.len() {
+        for p in 0..4 {
+            buckets.entry((k, p)).or_default();
+        }
+    }
+    buckets.entry((cycles.len(), 0)).or_default();
     let mut in_progress: Vec<(u64, u64)> = vec![(0, 0); cycles.len()];
     let failed_call = |c: &CallRecord| !c.ok;
     for c in calls.values() {
@@ -744,7 +805,9 @@ fn failover(args: &Args) -> Result<String, RigError> {
         b.started += 1;
         if failed_call(c) {
             b.failed += 1;
-            *b.codes.entry(c.final_error.unwrap_or(0)).or_default() += 1;
+            *b.codes
+                .entry(c.final_error.clone().unwrap_or("no final".into()))
+                .or_default() += 1;
         }
         if let Some(a) = c.answered {
             b.setup.push(a - start);
@@ -783,12 +846,17 @@ fn failover(args: &Args) -> Result<String, RigError> {
     }
 
     let mut out = format!(
-        "\nfailover: {} cycles (cloud SIGKILLed, {} s down, started again with empty tables); \
+        "\nfailover: {} cycles (cloud {}, {} s down, started again with empty tables); \
          {} pairs of site phones calling through holdline at {:.2} calls/s in all, held {} ms; \
          holdline {} with its default [uplink] and resync_rate, trusted resync\n\n\
          | cycle | phase | window (s) | calls started | failed | setup median (ms) | setup worst (ms) |\n\
          |---|---|---|---|---|---|---|\n",
         cycles.len(),
+        if args.freeze {
+            "silenced by SIGSTOP, then killed"
+        } else {
+            "SIGKILLed"
+        },
         args.phase_s,
         n,
         args.call_rate,
@@ -810,11 +878,7 @@ fn failover(args: &Args) -> Result<String, RigError> {
                 " ({})",
                 b.codes
                     .iter()
-                    .map(|(c, n)| if *c == 0 {
-                        format!("{n}× no final")
-                    } else {
-                        format!("{n}× {c}")
-                    })
+                    .map(|(c, n)| format!("{n}× {c}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -846,6 +910,25 @@ fn failover(args: &Args) -> Result<String, RigError> {
             in_progress[k].0,
             in_progress[k].1
         ));
+    }
+
+    // What the failed calls (at most 10) and the slow ones (setup over 5 s,
+    // at most 5) saw, times from the INVITE.
+    let slow = |c: &CallRecord| match (c.start, c.answered) {
+        (Some(s), Some(a)) => a - s > 5.0,
+        _ => false,
+    };
+    let shown = calls
+        .iter()
+        .filter(|(_, c)| !c.ok)
+        .take(10)
+        .chain(calls.iter().filter(|(_, c)| c.ok && slow(c)).take(5));
+    for (id, c) in shown {
+        let t0 = c.start.unwrap_or(0.0);
+        eprintln!("{} call {id}:", if c.ok { "slow" } else { "failed" });
+        for (at, line) in &c.trace {
+            eprintln!("  {:+8.0} ms {line}", (at - t0) * 1000.0);
+        }
     }
 
     // ---- BLF latency
@@ -941,20 +1024,60 @@ fn resync(args: &Args) -> Result<String, RigError> {
     let mut copts = KamailioOpts::with_users(users.clone());
     copts.trusted = vec![block.holdline().into(), block.trunk().into()];
     let mut cloud = Kamailio::start(block.cloud(), copts)?;
-    let mut hl = Appliance::start(&args.holdline, &block)?;
+    let mut hl = Appliance::start(&args.holdline, &block, args.trusted)?;
     let deadline = Duration::from_secs(args.deadline_s);
 
     // Register every phone through holdline (a group per address), then let
-    // each address answer calls and OPTIONS.
+    // each address answer calls and OPTIONS. With --refresh-s the phones keep
+    // refreshing (Expires twice that), their refreshes spread evenly over the
+    // interval; they register from one port and answer on another.
     let t = Instant::now();
-    let regs: Vec<SippProcess> = groups
-        .iter()
-        .enumerate()
-        .map(|(g, us)| register_through(&format!("reg-{g}"), block.phone(g as u8), &hl, us, 20.0))
-        .collect::<Result<_, _>>()?;
-    for r in regs {
-        let r = r.wait()?;
-        ensure_ok(&r, "registration")?;
+    let answer_port = if args.refresh_s.is_some() {
+        CALLER_PORT
+    } else {
+        PHONE_PORT
+    };
+    let mut refreshers: Vec<SippProcess> = Vec::new();
+    if let Some(r) = args.refresh_s {
+        let total = r + args.outage_s + args.deadline_s + 120;
+        for (g, us) in groups.iter().enumerate() {
+            let ip = block.phone(g as u8);
+            refreshers.push(
+                Sipp::new(Scenario::RegisterRefresh)
+                    .name(&format!("refresh-{g}"))
+                    .local(ip, PHONE_PORT)
+                    .remote(hl.lan)
+                    .users(us)
+                    .rate(us.len() as f64 / r as f64)
+                    .limit(us.len() as u64 + 10)
+                    .key("expires", &(2 * r).to_string())
+                    .var("REFRESH_MS", &(r * 1000).to_string())
+                    .var("REGISTRATIONS", &(total / r + 2).to_string())
+                    .var("CONTACT_HOSTPORT", &format!("{ip}:{answer_port}"))
+                    .timeout(Duration::from_secs(total + 60))
+                    .spawn()?,
+            );
+        }
+        let table =
+            cloud.wait_location(Duration::from_secs(r + 120), |t| t.len() >= users.len())?;
+        if table.len() < users.len() {
+            return Err(RigError::Startup {
+                what: "registrations".into(),
+                detail: format!("{} of {} phones registered", table.len(), users.len()),
+            });
+        }
+    } else {
+        let regs: Vec<SippProcess> = groups
+            .iter()
+            .enumerate()
+            .map(|(g, us)| {
+                register_through(&format!("reg-{g}"), block.phone(g as u8), &hl, us, 20.0)
+            })
+            .collect::<Result<_, _>>()?;
+        for r in regs {
+            let r = r.wait()?;
+            ensure_ok(&r, "registration")?;
+        }
     }
     eprintln!(
         "{} phones registered through holdline in {:.1} s",
@@ -966,7 +1089,7 @@ fn resync(args: &Args) -> Result<String, RigError> {
         .map(|g| {
             Sipp::new(Scenario::Uas)
                 .name(&format!("phones-{g}"))
-                .local(block.phone(g as u8), PHONE_PORT)
+                .local(block.phone(g as u8), answer_port)
                 .calls(1_000_000)
                 .var("RING_MS", "50")
                 .timeout(Duration::from_secs(args.deadline_s + args.outage_s + 300))
@@ -1074,7 +1197,7 @@ fn resync(args: &Args) -> Result<String, RigError> {
     } else {
         "-".into()
     };
-    for p in phones.drain(..) {
+    for p in phones.drain(..).chain(refreshers.drain(..)) {
         let _ = p.stop(Duration::from_secs(2));
     }
     eprintln!("show resync: {show_resync}\nholdline states after the restart: {states:?}");
@@ -1090,7 +1213,7 @@ fn resync(args: &Args) -> Result<String, RigError> {
     drop(cloud);
 
     Ok(format!(
-        "\nresync: {} phones ({} per address) registered through holdline (trusted, \
+        "\nresync: {} phones ({} per address) registered through holdline ({}, \
          resync_rate default), cloud SIGKILLed, started again {} s later with an empty \
          location table; holdline {}\n\n\
          | phones | in cloud before | kill → Down (s) | restart → recovering (s) | restart → first back (s) | \
@@ -1101,6 +1224,12 @@ fn resync(args: &Args) -> Result<String, RigError> {
          (holdline's flap level at the end: {flap_level})\n",
         users.len(),
         args.per_ip,
+        match (args.trusted, args.refresh_s) {
+            (true, None) => "trusted = true, phones not refreshing".to_string(),
+            (true, Some(r)) => format!("trusted = true, phones refreshing every {r} s"),
+            (false, Some(r)) => format!("trusted = false, phones refreshing every {r} s"),
+            (false, None) => "trusted = false".to_string(),
+        },
         args.outage_s,
         args.holdline.display(),
         users.len(),
