@@ -30,7 +30,8 @@
 //!   fail-fast interval are cancelled and routed here; when the cloud is
 //!   back, a verified, paced resync (see `survive.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -83,6 +84,15 @@ const CLOUD_SILENT: Duration = Duration::from_secs(2);
 /// Timer F (64·T1 at T1 = 500 ms): a request to the cloud still unanswered
 /// after this is forgotten; the phone's own transaction has ended.
 const TIMER_F: Duration = Duration::from_secs(32);
+/// RFC 3261 T1: the first INVITE retransmission interval over UDP (Timer A).
+const T1: Duration = Duration::from_millis(500);
+/// Timer B (64·T1): an INVITE the next hop has not answered at all by then
+/// is answered 408 upstream (RFC 3261 §16.8: the time-out is that
+/// branch's response).
+const TIMER_B: Duration = Duration::from_secs(32);
+/// How long a request sent to a TCP phone over a new connection waits for
+/// that connection (the daemon reports it up, or a transport error).
+const DIAL_TTL: Duration = Duration::from_secs(40);
 
 /// Edge settings (the daemon maps its config onto this).
 #[derive(Debug, Clone)]
@@ -199,6 +209,18 @@ pub struct Stats {
     pub cloud_timeouts_local: u64,
     /// ... or answered 503 with Retry-After (nothing here can handle them).
     pub cloud_timeouts_503: u64,
+    /// 100 Trying sent here on receiving an INVITE (RFC 3261 §16.2).
+    pub trying_sent: u64,
+    /// 100 Trying received from the next hop and not forwarded (§16.7).
+    pub trying_dropped: u64,
+    /// INVITEs retransmitted here over UDP (Timer A) until the next hop
+    /// answered.
+    pub invite_retransmissions: u64,
+    /// INVITEs the next hop never answered, answered 408 here (Timer B).
+    pub invite_timeouts: u64,
+    /// Requests to a TCP phone whose connection could not be opened,
+    /// answered 480 (or 430 for an RFC 5626 flow) here.
+    pub unreachable: u64,
 }
 
 /// A REGISTER forwarded to the cloud, waiting for its final answer.
@@ -239,6 +261,29 @@ struct CloudTx {
     reported: bool,
 }
 
+/// An INVITE forwarded with no response from the next hop yet.
+#[derive(Debug, Clone)]
+struct InviteTx {
+    to_side: Side,
+    to: Peer,
+    /// As forwarded (retransmitted over UDP; empty otherwise).
+    bytes: Vec<u8>,
+    /// As received (for the 408).
+    received: Message,
+    next: Instant,
+    interval: Duration,
+    deadline: Instant,
+}
+
+/// A request sent to a TCP phone over a connection not open yet.
+#[derive(Debug, Clone)]
+struct Dial {
+    to: Peer,
+    /// As received (for the error answer).
+    received: Message,
+    at: Instant,
+}
+
 /// Where the response to a forwarded request goes.
 #[derive(Debug, Clone, Copy)]
 struct ReturnRoute {
@@ -248,6 +293,8 @@ struct ReturnRoute {
     sent_at: Instant,
     /// A final response (>= 200) has been relayed back on this route.
     final_relayed: bool,
+    /// That final was made here (408, 480, ...): the ACK of it ends here.
+    local_final: bool,
 }
 
 /// The edge proxy.
@@ -280,6 +327,22 @@ pub struct Edge {
     cloud_tx_order: VecDeque<(Instant, String)>,
     /// Entries of `cloud_tx` already reported as timed out.
     cloud_tx_silent: usize,
+    /// Forwarded INVITEs the next hop has not answered yet, by our branch.
+    invite_tx: HashMap<String, InviteTx>,
+    /// Their timers (due, branch); entries that no longer match are stale.
+    invite_timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Last provisional relayed per INVITE branch, until its final: sent
+    /// again when the INVITE is retransmitted.
+    provisionals: HashMap<String, Vec<u8>>,
+    /// The uplink changed state: INVITEs the cloud left without any answer
+    /// are looked at once more (see `reclaim_silent_invites`).
+    reclaim_due: bool,
+    /// Open TCP connections (the daemon reports them; a message received
+    /// over TCP also proves one).
+    open_tcp: HashSet<(Side, SocketAddr)>,
+    /// Requests sent to a phone over a TCP connection being opened, by our
+    /// branch: answered 480 if it cannot be opened.
+    dialing: HashMap<String, Dial>,
 }
 
 /// Unix seconds at `now`, given a base pair.
@@ -355,6 +418,12 @@ impl Edge {
             cloud_tx: HashMap::new(),
             cloud_tx_order: VecDeque::new(),
             cloud_tx_silent: 0,
+            invite_tx: HashMap::new(),
+            invite_timers: BinaryHeap::new(),
+            provisionals: HashMap::new(),
+            open_tcp: HashSet::new(),
+            dialing: HashMap::new(),
+            reclaim_due: false,
         }
     }
 
@@ -447,6 +516,12 @@ impl Edge {
         if let Some((at, _)) = self.cloud_tx_order.front() {
             t = t.min(*at + CLOUD_SILENT);
         }
+        if let Some(Reverse((at, _))) = self.invite_timers.peek() {
+            t = t.min(*at);
+        }
+        if self.reclaim_due {
+            t = t.min(self.base);
+        }
         if self.cloud_tx_silent > 0 && !self.cloud_usable() {
             // Timed-out requests wait for an answer from here: at once.
             t = t.min(self.base);
@@ -471,6 +546,9 @@ impl Edge {
         let at = self.unix(now);
         while let Some(e) = self.probe.poll_event() {
             self.sv_on_uplink_event(now, &e);
+            if matches!(e, UplinkEvent::Transition { .. }) {
+                self.reclaim_due = true;
+            }
             let detail = match e {
                 UplinkEvent::Transition {
                     from, to, reason, ..
@@ -514,6 +592,10 @@ impl Edge {
         self.drain_uplink_events(now);
         self.sv_handle_timeout(now);
         self.cloud_tx_timers(now);
+        self.invite_tx_timers(now);
+        if std::mem::take(&mut self.reclaim_due) && !self.cloud_usable() {
+            self.reclaim_silent_invites(now);
+        }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP;
             self.calls.sweep(now);
@@ -533,6 +615,10 @@ impl Edge {
             let routes = &self.routes;
             self.finals
                 .retain(|b, (until, _)| *until > now && routes.contains_key(b));
+            self.provisionals
+                .retain(|b, _| routes.get(b).is_some_and(|r| !r.final_relayed));
+            self.dialing
+                .retain(|_, d| now.saturating_duration_since(d.at) < DIAL_TTL);
             self.pending_reg
                 .retain(|_, p| now.saturating_duration_since(p.at) < ROUTE_TTL);
             let before = self.cloud_tx.len();
@@ -651,6 +737,256 @@ impl Edge {
         self.cloud_tx_order.push_back((now, branch.to_string()));
     }
 
+    /// Timer A (UDP retransmission of a forwarded INVITE, T1 doubling) and
+    /// Timer B (no answer at all: 408 upstream) of forwarded INVITEs; a
+    /// response from the next hop ends both (`handle_response`).
+    fn invite_tx_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.invite_timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, branch))) = self.invite_timers.pop() else {
+                break;
+            };
+            let Some(tx) = self.invite_tx.get(&branch) else {
+                continue; // answered meanwhile
+            };
+            if tx.next != at {
+                continue; // stale
+            }
+            if self.sv_took_back(&branch) {
+                // Cancelled upstream by survival and routed here instead.
+                self.invite_tx.remove(&branch);
+                continue;
+            }
+            if now >= tx.deadline {
+                if let Some(tx) = self.invite_tx.remove(&branch) {
+                    self.invite_timed_out(now, &branch, &tx);
+                }
+                continue;
+            }
+            let Some(tx) = self.invite_tx.get_mut(&branch) else {
+                continue;
+            };
+            tx.interval = tx.interval.saturating_mul(2);
+            tx.next = (now + tx.interval).min(tx.deadline);
+            let t = Transmit {
+                side: tx.to_side,
+                to: tx.to,
+                bytes: tx.bytes.clone(),
+            };
+            let next = tx.next;
+            self.invite_timers.push(Reverse((next, branch)));
+            self.stats.invite_retransmissions += 1;
+            self.transmits.push_back(t);
+        }
+    }
+
+    /// The cloud is no longer usable: a phone's new call still at the cloud
+    /// without any answer (fail-fast found no local route then, and left
+    /// it with the cloud) is handled as a new call now, as its own
+    /// retransmission would have been before holdline answered 100 Trying
+    /// for it: survival's route policy (a site phone, the backup route,
+    /// else 503 with Retry-After), not the 408 of Timer B 32 s later.
+    fn reclaim_silent_invites(&mut self, now: Instant) {
+        let mut silent: Vec<String> = self
+            .invite_tx
+            .iter()
+            .filter(|(_, tx)| {
+                tx.to_side == Side::Wan
+                    && self.is_cloud_peer(tx.to)
+                    && tx.received.to_tag().is_none()
+            })
+            .map(|(b, _)| b.clone())
+            .collect();
+        silent.sort();
+        for branch in silent {
+            if self.sv_took_back(&branch) {
+                self.invite_tx.remove(&branch);
+                continue; // fail-fast or the reclaim at Down has it
+            }
+            let Some(route) = self.routes.get(&branch).copied() else {
+                continue;
+            };
+            if route.side != Side::Lan || route.final_relayed {
+                continue;
+            }
+            let Some(tx) = self.invite_tx.remove(&branch) else {
+                continue;
+            };
+            let mut msg = tx.received.clone();
+            let call_id = msg.call_id().unwrap_or_default().to_string();
+            // Routed afresh on the same branch (the caller's CANCEL and ACK
+            // find the new leg), not taken for a retransmission.
+            self.routes.remove(&branch);
+            self.provisionals.remove(&branch);
+            if self.sv_lan_request(now, route.peer, &mut msg, &Method::Invite) {
+                self.logs.push_back(format!(
+                    "INVITE {call_id}: unanswered by the cloud, which is down: handled here"
+                ));
+            } else {
+                // Nothing here can take it: left with the cloud (Timer B).
+                if !self.routes.contains_key(&branch) {
+                    self.routes.insert(branch.clone(), route);
+                }
+                self.invite_tx.insert(branch, tx);
+            }
+        }
+    }
+
+    /// Timer B fired: the next hop never answered this INVITE. RFC 3261
+    /// §16.8 counts that as a 408 from the branch, which (as the only
+    /// branch) goes upstream, so the caller is not left in Proceeding
+    /// after our 100 Trying.
+    fn invite_timed_out(&mut self, now: Instant, branch: &str, tx: &InviteTx) {
+        let Some(route) = self.routes.get(branch).copied() else {
+            return;
+        };
+        if route.final_relayed {
+            return;
+        }
+        self.stats.invite_timeouts += 1;
+        let call_id = tx.received.call_id().unwrap_or_default().to_string();
+        self.logs.push_back(format!(
+            "INVITE {call_id}: no answer from {} {}: 408",
+            tx.to_side, tx.to
+        ));
+        self.answer_here(now, branch, route, &tx.received, 408, "Request Timeout");
+    }
+
+    /// Answers a forwarded request here with a final (`route` is where its
+    /// answers go): kept for retransmissions, its ACK absorbed, its call
+    /// state ended.
+    fn answer_here(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        route: ReturnRoute,
+        received: &Message,
+        code: u16,
+        reason: &str,
+    ) {
+        let Ok(r) = holdline_sip::response_for(received, code, reason) else {
+            return;
+        };
+        let bytes = r.to_bytes();
+        if let Some(rt) = self.routes.get_mut(branch) {
+            rt.final_relayed = true;
+            rt.local_final = true;
+        }
+        self.provisionals.remove(branch);
+        self.invite_tx.remove(branch);
+        self.dialing.remove(branch);
+        if self.finals.len() < MAX_FINALS || self.finals.contains_key(branch) {
+            self.finals
+                .insert(branch.to_string(), (now + FINAL_TTL, bytes.clone()));
+        }
+        if received.method() == Some(&Method::Invite) {
+            if let (Some(cid), Some(ft)) = (received.call_id(), received.from_tag()) {
+                for dir in [Direction::Outbound, Direction::Inbound] {
+                    self.calls
+                        .on_invite_response(now, (cid, ft, dir), code, None);
+                }
+            }
+        }
+        self.transmits.push_back(Transmit {
+            side: route.side,
+            to: route.peer,
+            bytes,
+        });
+    }
+
+    /// A TCP connection to or from `peer` on `side` opened or closed (the
+    /// daemon reports both). Requests to a phone whose connection is open
+    /// reuse it; once closed, they go to its Contact address instead.
+    pub fn handle_connection(&mut self, _now: Instant, side: Side, peer: SocketAddr, open: bool) {
+        if open {
+            self.open_tcp.insert((side, peer));
+            // What waited for this connection has been written on it.
+            self.dialing
+                .retain(|_, d| !(side == Side::Lan && d.to.addr == peer));
+        } else {
+            self.open_tcp.remove(&(side, peer));
+        }
+    }
+
+    /// Sending to `to` on the LAN failed at the transport (a TCP connection
+    /// to a phone could not be opened, or broke): requests waiting for it
+    /// are answered here, 480 (RFC 3261 §16.7 treats the failure as a 503
+    /// from that branch, which a proxy does not pass upstream as such).
+    fn lan_transport_error(&mut self, now: Instant, to: Peer) {
+        if to.transport != Transport::Tcp {
+            return;
+        }
+        self.open_tcp.remove(&(Side::Lan, to.addr));
+        let mut failed: Vec<(String, Dial)> = Vec::new();
+        self.dialing.retain(|b, d| {
+            if d.to == to {
+                failed.push((b.clone(), d.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        failed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (branch, d) in failed {
+            let Some(route) = self.routes.get(&branch).copied() else {
+                continue;
+            };
+            if route.final_relayed {
+                continue;
+            }
+            self.stats.unreachable += 1;
+            let method = d.received.method().cloned();
+            let call_id = d.received.call_id().unwrap_or_default().to_string();
+            self.logs.push_back(format!(
+                "{} {call_id}: cannot reach the phone at {to}: 480",
+                method.map(|m| m.to_string()).unwrap_or_default()
+            ));
+            self.answer_here(
+                now,
+                &branch,
+                route,
+                &d.received,
+                480,
+                "Temporarily Unavailable",
+            );
+        }
+    }
+
+    /// Where a request to a phone's binding goes. Over UDP: its source
+    /// address (NAT-safe). Over TCP: its connection while open (RFC 3261
+    /// §18.2.2, RFC 5626); once closed, a new connection to the address in
+    /// its Contact URI (§18.1.1: host:port, 5060 by default, the Contact's
+    /// transport parameter else TCP), never its old ephemeral source port.
+    /// An RFC 5626 flow (instance and reg-id) is only ever reached over its
+    /// own connection: `None` when that is gone (430 Flow Failed).
+    pub(crate) fn lan_peer(&self, b: &Binding) -> Option<Peer> {
+        if b.transport != Transport::Tcp || self.open_tcp.contains(&(Side::Lan, b.source)) {
+            return Some(b.peer());
+        }
+        if b.reg_id.is_some() && b.instance_id.is_some() {
+            return None;
+        }
+        match uri_target(&b.contact_uri) {
+            Some((ip, port, t)) => Some(Peer {
+                transport: t.unwrap_or(Transport::Tcp),
+                addr: SocketAddr::new(ip, port),
+            }),
+            None => Some(b.peer()),
+        }
+    }
+
+    /// Whether `to` is the cloud: its proxy, or any of `[cloud] addresses`
+    /// (any port: a Route may name another node), but not the backup route
+    /// (any port of its address either: a gateway answers over TCP, or from
+    /// another process, as well).
+    pub(crate) fn is_cloud_peer(&self, to: Peer) -> bool {
+        let backup_ip = self.survival_config().backup_route.map(|b| b.addr.ip());
+        to == self.cfg.cloud
+            || (self.is_cloud_addr(to.addr.ip()) && backup_ip != Some(to.addr.ip()))
+    }
+
     /// The store finished the batch with this token.
     pub fn handle_store_done(&mut self, _now: Instant, token: u64, ok: bool) {
         let Some(t) = self.held.remove(&token) else {
@@ -679,6 +1015,10 @@ impl Edge {
         self.stats.rx += 1;
         if side == Side::Lan {
             self.sv_heard(now, from.addr);
+        }
+        if from.transport == Transport::Tcp && !self.open_tcp.contains(&(side, from.addr)) {
+            // It came over a connection, which is open now.
+            self.open_tcp.insert((side, from.addr));
         }
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return; // keep-alive
@@ -928,6 +1268,31 @@ impl Edge {
         if self.absorb_retransmission(now, &branch, from_side, from, &msg) {
             return;
         }
+        let is_ack = msg.method() == Some(&Method::Ack);
+        if is_ack && self.routes.get(&branch).is_some_and(|r| r.local_final) {
+            // The ACK of a final made here (hop by hop, RFC 3261 §17.1.1.3).
+            return;
+        }
+        let invite = msg.method() == Some(&Method::Invite);
+        if invite && self.routes.contains_key(&branch) {
+            // A retransmitted INVITE still in progress: the next hop has it
+            // (Timer A repeats it over UDP), so it is not forwarded again;
+            // the caller gets the last provisional, or a 100, once more
+            // (RFC 3261 §17.2.1).
+            let again = match self.provisionals.get(&branch) {
+                Some(p) => Some(p.clone()),
+                None => Self::trying_for(&msg),
+            };
+            if let Some(bytes) = again {
+                self.stats.absorbed += 1;
+                self.transmits.push_back(Transmit {
+                    side: from_side,
+                    to: from,
+                    bytes,
+                });
+            }
+            return;
+        }
         if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&branch) {
             self.stats.overload += 1;
             if let Ok(mut r) = holdline_sip::response_for(&msg, 503, "Service Unavailable") {
@@ -942,6 +1307,32 @@ impl Edge {
             }
             return;
         }
+        if invite {
+            // Our transaction key for this request: a leg survival opens
+            // for an INVITE already forwarded (fail-fast) has another branch.
+            let key = self.our_branch(from_side, &msg);
+            if key == branch || !self.routes.contains_key(&key) {
+                // RFC 3261 §16.2: a stateful proxy answers an INVITE with
+                // 100 Trying at once (a UDP caller stops retransmitting).
+                if let Some(bytes) = Self::trying_for(&msg) {
+                    self.stats.trying_sent += 1;
+                    self.transmits.push_back(Transmit {
+                        side: from_side,
+                        to: from,
+                        bytes,
+                    });
+                }
+            } else {
+                // The caller had its 100 on the first leg, which is given up.
+                self.invite_tx.remove(&key);
+            }
+        }
+        let received = invite.then(|| msg.clone());
+        let dial_copy = (to_side == Side::Lan
+            && to.transport == Transport::Tcp
+            && !is_ack
+            && !self.open_tcp.contains(&(Side::Lan, to.addr)))
+        .then(|| msg.clone());
         let via = format!(
             "SIP/2.0/{} {};branch={branch};rport",
             to.transport.via_name(),
@@ -957,23 +1348,79 @@ impl Edge {
         };
         if msg.method() != Some(&Method::Ack) {
             // A retransmitted request keeps what its route has seen.
-            let final_relayed = self.routes.get(&branch).is_some_and(|r| r.final_relayed);
+            let (final_relayed, local_final) = self
+                .routes
+                .get(&branch)
+                .map_or((false, false), |r| (r.final_relayed, r.local_final));
             self.routes.insert(
-                branch,
+                branch.clone(),
                 ReturnRoute {
                     side: from_side,
                     peer: from,
                     until: now + ttl,
                     sent_at: now,
                     final_relayed,
+                    local_final,
                 },
             );
+        }
+        let bytes = msg.to_bytes();
+        if let Some(received) = received {
+            // Timer A over UDP (the caller stops retransmitting at our
+            // 100), Timer B for every transport.
+            let udp = to.transport == Transport::Udp;
+            let deadline = now + TIMER_B;
+            let next = if udp { now + T1 } else { deadline };
+            if self.invite_tx.len() < MAX_ROUTES {
+                self.invite_tx.insert(
+                    branch.clone(),
+                    InviteTx {
+                        to_side,
+                        to,
+                        bytes: if udp { bytes.clone() } else { Vec::new() },
+                        received: received.clone(),
+                        next,
+                        interval: T1,
+                        deadline,
+                    },
+                );
+                self.invite_timers.push(Reverse((next, branch.clone())));
+            }
+        }
+        if to_side == Side::Lan
+            && to.transport == Transport::Tcp
+            && !self.open_tcp.contains(&(Side::Lan, to.addr))
+            && !is_ack
+            && self.dialing.len() < MAX_ROUTES
+        {
+            // A new connection to the phone: answered here if it fails.
+            if let Some(received) = dial_copy {
+                self.dialing.insert(
+                    branch,
+                    Dial {
+                        to,
+                        received,
+                        at: now,
+                    },
+                );
+            }
         }
         self.transmits.push_back(Transmit {
             side: to_side,
             to,
-            bytes: msg.to_bytes(),
+            bytes,
         });
+    }
+
+    /// A 100 Trying for a received INVITE (RFC 3261 §8.2.6.1: with its
+    /// Timestamp; no To tag).
+    fn trying_for(msg: &Message) -> Option<Vec<u8>> {
+        let mut r = holdline_sip::response_for(msg, 100, "Trying").ok()?;
+        if let Some(ts) = msg.header("Timestamp") {
+            let ts = ts.to_string();
+            let _ = r.add_header("Timestamp", &ts);
+        }
+        Some(r.to_bytes())
     }
 
     /// A retransmitted request (same branch) whose final response has been
@@ -1248,7 +1695,15 @@ impl Edge {
         let ruri = msg.request_uri().unwrap_or_default().to_string();
         // Target: the registered contact's transport address, else a LAN host named directly.
         let target = match self.bindings.by_contact(&ruri) {
-            Some(b) => Some(b.peer()),
+            Some(b) => match self.lan_peer(b) {
+                Some(p) => Some(p),
+                None => {
+                    // RFC 5626 §5.3: the phone's flow is gone.
+                    self.stats.unreachable += 1;
+                    self.reply(Side::Wan, from, &msg, 430, "Flow Failed");
+                    return;
+                }
+            },
             None => uri_target(&ruri)
                 .filter(|(ip, _, _)| self.in_lan(*ip) && !self.is_ours(&ruri))
                 .map(|(ip, port, t)| Peer {
@@ -1392,6 +1847,10 @@ impl Edge {
             self.drain_uplink_events(now);
             return;
         }
+        // Any response from the next hop ends Timer A/B of an INVITE and
+        // the wait for a new TCP connection.
+        self.invite_tx.remove(&branch);
+        self.dialing.remove(&branch);
         if side == Side::Wan {
             // Any response ends the "cloud silent" watch.
             if self.cloud_tx.remove(&branch).is_some_and(|c| c.reported) {
@@ -1435,13 +1894,20 @@ impl Edge {
             self.stats.dropped += 1;
             return;
         }
-        // Every answer from the cloud is evidence for the uplink monitor.
-        if side == Side::Wan {
+        // Every answer from the cloud is evidence for the uplink monitor
+        // (not the backup route's).
+        if side == Side::Wan && self.is_cloud_peer(from) {
             if let Some(r) = ret {
                 self.probe
                     .on_cloud_response(now, r.sent_at, status, retry_after);
                 self.drain_uplink_events(now);
             }
+        }
+        if status == 100 {
+            // RFC 3261 §16.7 step 3: a stateful proxy never forwards a 100;
+            // the caller had ours when the request arrived.
+            self.stats.trying_dropped += 1;
+            return;
         }
         if status < 200 && ret.is_some_and(|r| r.final_relayed) {
             // Overtaken by the final answer (e.g. reordered by a multi-process
@@ -1458,7 +1924,6 @@ impl Edge {
                 r.final_relayed = true;
             }
         }
-        let _ = from;
         match cseq_method {
             Some(Method::Register) if status >= 200 => {
                 if let Some(p) = self.pending_reg.remove(&branch) {
@@ -1515,6 +1980,15 @@ impl Edge {
             _ => {}
         }
         let bytes = msg.to_bytes();
+        if cseq_method == Some(Method::Invite) && ret.is_some() {
+            if status < 200 {
+                if self.provisionals.len() < MAX_FINALS || self.provisionals.contains_key(&branch) {
+                    self.provisionals.insert(branch.clone(), bytes.clone());
+                }
+            } else {
+                self.provisionals.remove(&branch);
+            }
+        }
         let invite_2xx = cseq_method == Some(Method::Invite) && (200..300).contains(&status);
         if status >= 200
             && !invite_2xx

@@ -69,8 +69,14 @@ impl T {
         }
         v
     }
+    /// The one message out besides the 100 Trying holdline answers an
+    /// INVITE with (the tests of that are `trying_*`).
     fn one(&mut self) -> (Transmit, Message) {
-        let mut v = self.out();
+        let mut v: Vec<_> = self
+            .out()
+            .into_iter()
+            .filter(|(_, m)| m.status() != Some(100))
+            .collect();
         assert_eq!(v.len(), 1, "expected exactly one message out");
         v.remove(0)
     }
@@ -428,13 +434,23 @@ fn outbound_call_states_and_record_route() {
         .map(|r| r.uri.to_string())
         .collect();
     assert_eq!(rr, vec!["sip:198.51.100.1:5060;lr", "sip:10.0.0.1:5060;lr"]);
-    // retransmission: same branch
+    // retransmission: the cloud has it (holdline's Timer A repeats it over
+    // UDP); the phone gets the 100 again, nothing more goes upstream
     t.phone_sends(inv);
-    let (_, again) = t.one();
+    let out = t.out();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0.to, out[0].1.status()), (peer(PHONE), Some(100)));
     assert_eq!(
-        again.top_via().and_then(|v| v.branch()),
-        fwd.top_via().and_then(|v| v.branch())
+        t.edge
+            .calls()
+            .get("out-1", "a1", Direction::Outbound)
+            .map(|c| c.state.name()),
+        Some("trying")
     );
+    // the cloud's 100 is not relayed (the phone had ours)
+    t.cloud_sends(&answer(&fwd, 100, "Trying", ""));
+    assert!(t.out().is_empty());
+    assert_eq!(t.edge.stats().trying_dropped, 1);
     assert_eq!(
         t.edge
             .calls()
@@ -471,7 +487,8 @@ fn outbound_call_states_and_record_route() {
         t.out().is_empty(),
         "INVITE retransmission after 2xx not forwarded"
     );
-    assert_eq!(t.edge.stats().absorbed, 1);
+    // (the first absorbed retransmission is the one answered 100 above)
+    assert_eq!(t.edge.stats().absorbed, 2);
     t.cloud_sends(&answer(&fwd, 183, "Session Progress", ""));
     assert!(t.out().is_empty(), "still no provisional after the 200");
     t.cloud_sends(&answer(&fwd, 200, "OK", ""));
@@ -859,10 +876,13 @@ fn retransmitted_requests_after_a_final_get_that_final_again() {
         Call-ID: busy-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
     t.phone_sends(inv);
     let (_, fwd) = t.one();
-    // While no final has come back, retransmissions are forwarded (holdline
-    // has no retransmission timers of its own: the phone's are the recovery).
+    // While no final has come back, a retransmission is answered with a
+    // 100 again and not forwarded (holdline's own Timer A repeats the
+    // INVITE upstream over UDP).
     t.phone_sends(inv);
-    assert_eq!(t.one().0.to, peer(CLOUD));
+    let (tx, trying) = t.out().remove(0);
+    assert_eq!((tx.to, trying.status()), (peer(PHONE), Some(100)));
+    assert_eq!(t.edge.stats().absorbed, 1);
     t.cloud_sends(&answer(&fwd, 486, "Busy Here", ""));
     let (tx, busy) = t.one();
     assert_eq!((tx.to, busy.status()), (peer(PHONE), Some(486)));
@@ -874,7 +894,7 @@ fn retransmitted_requests_after_a_final_get_that_final_again() {
         (tx.side, tx.to, again.status()),
         (Side::Lan, peer(PHONE), Some(486))
     );
-    assert_eq!(t.edge.stats().absorbed, 1);
+    assert_eq!(t.edge.stats().absorbed, 2);
     // The ACK for the 486 still goes through (same branch, never absorbed).
     let ack = "ACK sip:bob@cloud.test SIP/2.0\r\n\
         Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKbusy1\r\n\
@@ -896,12 +916,12 @@ fn retransmitted_requests_after_a_final_get_that_final_again() {
     t.phone_sends(opt);
     let (tx, again) = t.one();
     assert_eq!((tx.to, again.status()), (peer(PHONE), Some(200)));
-    assert_eq!(t.edge.stats().absorbed, 2);
+    assert_eq!(t.edge.stats().absorbed, 3);
     // A final is kept only for a while (memory): later the request goes on.
     t.now += Duration::from_secs(11);
     t.phone_sends(opt);
     assert_eq!(t.one().0.to, peer(CLOUD));
-    assert_eq!(t.edge.stats().absorbed, 2);
+    assert_eq!(t.edge.stats().absorbed, 3);
 }
 
 /// Follows the edge's timer in virtual time until `until`, answering
@@ -1024,7 +1044,8 @@ fn an_answered_request_is_no_timeout_and_a_provisional_is_an_answer() {
     t.phone_sends(&message_request("z9hG4bKmsg3"));
     let (_, fwd) = t.one();
     t.cloud_sends(&answer(&fwd, 100, "Trying", ""));
-    assert_eq!(t.one().1.status(), Some(100));
+    // an answer for the watch, but not relayed (RFC 3261 §16.7)
+    assert!(t.out().is_empty());
     // An ACK is never watched (no response comes to it).
     t.phone_sends(
         "ACK sip:bob@cloud.test SIP/2.0\r\n\
@@ -1113,4 +1134,519 @@ fn transport_errors_to_the_cloud_make_it_down_others_do_not() {
             .any(|(k, d)| k == "uplink" && d.contains("-> down (transport_error)")),
         "{events:?}"
     );
+}
+
+// ------------------------------------------- 100 Trying, Timers A and B
+
+/// Registers `user` through the cloud from `from` with `contact` (the
+/// cloud's 2xx lists it; the store confirms).
+fn register_from(t: &mut T, user: &str, from: Peer, contact: &str, params: &str) {
+    let via = from.transport.via_name();
+    let raw = format!(
+        "REGISTER sip:cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/{via} {a};branch=z9hG4bKr-{user};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@cloud.test>;tag=r-{user}\r\n\
+         To: <sip:{user}@cloud.test>\r\n\
+         Call-ID: reg-{user}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <{contact}>{params}\r\n\
+         Expires: 3600\r\n\
+         Content-Length: 0\r\n\r\n",
+        a = from.addr,
+    );
+    t.edge
+        .handle_message(t.now, Side::Lan, from, raw.as_bytes());
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(
+        &fwd,
+        200,
+        "OK",
+        &format!("Contact: <{contact}>{params};expires=3600\r\n"),
+    ));
+    let job = t.edge.poll_store().expect("store job");
+    t.edge
+        .handle_store_done(t.now, job.token.expect("token"), true);
+    let _ = t.out();
+}
+
+fn lan_invite(from_user: &str, to: &str, branch: &str, src: &str) -> String {
+    format!(
+        "INVITE sip:{to}@cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {src};branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{from_user}@cloud.test>;tag=t-{branch}\r\n\
+         To: <sip:{to}@cloud.test>\r\n\
+         Call-ID: c-{branch}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Timestamp: 54\r\n\
+         Contact: <sip:{from_user}@{src}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Follows the edge's timer until `until`, answering nothing.
+fn run_until(t: &mut T, until: Instant) -> Vec<(Instant, Transmit, Message)> {
+    run_until_probed(t, until, false)
+}
+
+/// [`run_until`], the cloud answering its probes when `probes_answered`
+/// (it stays up; only the requests under test go unanswered).
+fn run_until_probed(
+    t: &mut T,
+    until: Instant,
+    probes_answered: bool,
+) -> Vec<(Instant, Transmit, Message)> {
+    let mut seen = Vec::new();
+    for _ in 0..10_000 {
+        let at = t.edge.poll_timeout().max(t.now);
+        if at > until {
+            break;
+        }
+        t.now = at;
+        t.edge.handle_timeout(at);
+        for (tx, m) in t.out() {
+            if m.method() != Some(&Method::Options) {
+                seen.push((at, tx, m));
+            } else if probes_answered && tx.to == peer(CLOUD) {
+                t.cloud_sends(&answer(&m, 200, "OK", ""));
+            }
+        }
+    }
+    t.now = until;
+    seen
+}
+
+#[test]
+fn trying_an_invite_from_a_phone_gets_100_at_once_and_the_clouds_100_is_not_relayed() {
+    let mut t = T::new();
+    let inv = lan_invite("alice", "bob", "z9hG4bKt1", PHONE);
+    t.phone_sends(&inv);
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    // the 100 first, to the phone, copied from the request (no To tag)
+    let (tx, trying) = &out[0];
+    assert_eq!((tx.side, tx.to), (Side::Lan, peer(PHONE)));
+    assert_eq!(trying.status(), Some(100));
+    assert_eq!(trying.to_tag(), None);
+    assert_eq!(trying.via_count(), 1);
+    assert_eq!(trying.header("Timestamp"), Some("54"));
+    assert_eq!(trying.call_id(), Some("c-z9hG4bKt1"));
+    let (tx, fwd) = &out[1];
+    assert_eq!(tx.to, peer(CLOUD));
+    assert_eq!(fwd.method(), Some(&Method::Invite));
+    let fwd = fwd.clone();
+    assert_eq!(t.edge.stats().trying_sent, 1);
+    // the cloud's own 100 stops nothing for the phone and is not relayed
+    t.cloud_sends(&answer(&fwd, 100, "Trying", ""));
+    assert!(t.out().is_empty());
+    assert_eq!(t.edge.stats().trying_dropped, 1);
+    // its 180 is; a retransmitted INVITE now gets that 180 again, and
+    // nothing goes to the cloud
+    t.cloud_sends(&answer(&fwd, 180, "Ringing", ""));
+    let (tx, ringing) = t.one();
+    assert_eq!((tx.to, ringing.status()), (peer(PHONE), Some(180)));
+    t.phone_sends(&inv);
+    let out = t.out();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0.to, out[0].1.status()), (peer(PHONE), Some(180)));
+    assert_eq!(out[0].1.to_tag(), Some("cloud1"));
+    // a response stopped Timer A: no retransmission upstream, ever
+    let until = t.now + Duration::from_secs(40);
+    let later = run_until(&mut t, until);
+    assert!(
+        later
+            .iter()
+            .all(|(_, _, m)| m.method() != Some(&Method::Invite)),
+        "{later:?}"
+    );
+    // the final still goes through
+    t.cloud_sends(&answer(&fwd, 486, "Busy Here", ""));
+    assert_eq!(t.one().1.status(), Some(486));
+}
+
+#[test]
+fn trying_a_retransmitted_invite_gets_100_again_and_is_not_forwarded_twice() {
+    let mut t = T::new();
+    let inv = lan_invite("alice", "bob", "z9hG4bKt2", PHONE);
+    t.phone_sends(&inv);
+    let fwd = t.one().1;
+    let start = t.now;
+    // the phone missed our 100 and retransmits: the 100 again, no second INVITE
+    t.now = start + Duration::from_millis(200);
+    t.phone_sends(&inv);
+    let out = t.out();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0.to, out[0].1.status()), (peer(PHONE), Some(100)));
+    assert_eq!(t.edge.stats().trying_sent, 1);
+    // holdline retransmits upstream itself (Timer A: T1, 2·T1, 4·T1 after
+    // the last) while the cloud says nothing
+    let seen = run_until_probed(&mut t, start + Duration::from_millis(3_600), true);
+    assert_eq!(t.edge.probe().state_name(), "up");
+    let at: Vec<Duration> = seen
+        .iter()
+        .filter(|(_, tx, m)| m.method() == Some(&Method::Invite) && tx.to == peer(CLOUD))
+        .map(|(at, _, m)| {
+            assert_eq!(
+                m.top_via().and_then(|v| v.branch()),
+                fwd.top_via().and_then(|v| v.branch())
+            );
+            at.saturating_duration_since(start)
+        })
+        .collect();
+    assert_eq!(
+        at,
+        vec![
+            Duration::from_millis(500),
+            Duration::from_millis(1_500),
+            Duration::from_millis(3_500)
+        ]
+    );
+    assert_eq!(t.edge.stats().invite_retransmissions, 3);
+}
+
+#[test]
+fn timer_b_an_invite_to_a_silent_phone_is_answered_408_and_its_ack_ends_here() {
+    let mut t = T::new();
+    register_alice(&mut t);
+    let start = t.now;
+    t.cloud_sends(&inbound_invite());
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    // the cloud has its 100 at once (it stops retransmitting)
+    assert_eq!((out[0].0.to, out[0].1.status()), (peer(CLOUD), Some(100)));
+    assert_eq!(out[1].0.to, peer(PHONE));
+    // a retransmission from the cloud is not sent to the phone again
+    t.cloud_sends(&inbound_invite());
+    let again = t.out();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].0.to, again[0].1.status()),
+        (peer(CLOUD), Some(100))
+    );
+    // the phone never answers: Timer A to it, then Timer B: 408 upstream
+    let seen = run_until(&mut t, start + Duration::from_secs(33));
+    let to_phone = seen
+        .iter()
+        .filter(|(_, tx, m)| tx.to == peer(PHONE) && m.method() == Some(&Method::Invite))
+        .count();
+    assert_eq!(
+        to_phone, 6,
+        "retransmitted at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s"
+    );
+    let finals: Vec<_> = seen
+        .iter()
+        .filter(|(_, _, m)| m.status().is_some())
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    let (at, tx, r) = finals[0];
+    assert_eq!(
+        (tx.side, tx.to, r.status()),
+        (Side::Wan, peer(CLOUD), Some(408))
+    );
+    assert_eq!(at.saturating_duration_since(start), Duration::from_secs(32));
+    assert!(r.to_tag().is_some());
+    assert_eq!(t.edge.stats().invite_timeouts, 1);
+    assert!(matches!(
+        t.edge
+            .calls()
+            .get("call-in-1", "b1", Direction::Inbound)
+            .map(|c| &c.state),
+        Some(CallState::Terminated { .. })
+    ));
+    // the cloud's ACK of the 408 ends here; its retransmitted INVITE gets
+    // the 408 again
+    let ack = "ACK sip:alice@192.168.1.5:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKinv1\r\n\
+         Route: <sip:198.51.100.1:5060;lr>\r\n\
+         Max-Forwards: 69\r\n\
+         From: <sip:bob@cloud.test>;tag=b1\r\n\
+         To: <sip:alice@cloud.test>;tag=x\r\n\
+         Call-ID: call-in-1\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n";
+    t.cloud_sends(ack);
+    assert!(t.out().is_empty());
+    t.cloud_sends(&inbound_invite());
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(CLOUD), Some(408)));
+}
+
+#[test]
+fn trying_a_call_routed_locally_in_survival_gets_100_and_no_second_invite() {
+    let mut t = T::new();
+    let alice = peer("10.0.0.5:5062");
+    let bob = peer("10.0.0.6:5060");
+    register_from(&mut t, "alice", alice, "sip:alice@10.0.0.5:5062", "");
+    register_from(&mut t, "bob", bob, "sip:bob@10.0.0.6:5060", "");
+    t.edge
+        .set_cloud_mode(t.now, holdline_survival::uplink::Mode::ForcedDown);
+    let _ = t.out();
+    while t.edge.poll_store().is_some() {}
+    let inv = lan_invite("alice", "bob", "z9hG4bKt3", "10.0.0.5:5062");
+    t.edge
+        .handle_message(t.now, Side::Lan, alice, inv.as_bytes());
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!((out[0].0.to, out[0].1.status()), (alice, Some(100)));
+    assert_eq!(
+        (out[1].0.to, out[1].1.method()),
+        (bob, Some(&Method::Invite))
+    );
+    let fwd = out[1].1.clone();
+    t.edge
+        .handle_message(t.now, Side::Lan, alice, inv.as_bytes());
+    let out = t.out();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].0.to, out[0].1.status()), (alice, Some(100)));
+    // bob's 100 is not relayed, his 180 is
+    t.edge.handle_message(
+        t.now,
+        Side::Lan,
+        bob,
+        answer(&fwd, 100, "Trying", "").as_bytes(),
+    );
+    assert!(t.out().is_empty());
+    t.edge.handle_message(
+        t.now,
+        Side::Lan,
+        bob,
+        answer(&fwd, 180, "Ringing", "").as_bytes(),
+    );
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (alice, Some(180)));
+}
+
+// ------------------------------------------------- TCP phones
+
+const TCP_PHONE: &str = "10.0.0.7:40123"; // ephemeral source port
+
+fn tcp(s: &str) -> Peer {
+    Peer {
+        transport: Transport::Tcp,
+        addr: s.parse().expect("addr"),
+    }
+}
+
+fn inbound_invite_to(user: &str, contact_hostport: &str, branch: &str) -> String {
+    inbound_invite()
+        .replace(
+            "sip:alice@192.168.1.5:5060",
+            &format!("sip:{user}@{contact_hostport}"),
+        )
+        .replace("z9hG4bKinv1", branch)
+        .replace("call-in-1", &format!("call-{branch}"))
+}
+
+#[test]
+fn tcp_a_phone_is_reached_over_its_connection_then_at_its_contact_once_closed() {
+    let mut t = T::new();
+    // Contact without a port: 5060 by default; transport from the registration
+    register_from(
+        &mut t,
+        "carol",
+        tcp(TCP_PHONE),
+        "sip:carol@10.0.0.7;transport=tcp",
+        "",
+    );
+    // the connection is open: reused (the REGISTER came over it)
+    t.cloud_sends(&inbound_invite_to(
+        "carol",
+        "10.0.0.7;transport=tcp",
+        "z9hG4bKc1",
+    ));
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].0.to, tcp(TCP_PHONE));
+    // the phone closed it: a new connection to its Contact address, not to
+    // the old ephemeral port
+    t.edge
+        .handle_connection(t.now, Side::Lan, tcp(TCP_PHONE).addr, false);
+    t.cloud_sends(&inbound_invite_to(
+        "carol",
+        "10.0.0.7;transport=tcp",
+        "z9hG4bKc2",
+    ));
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].0.to, tcp("10.0.0.7:5060"));
+    assert_eq!(out[1].1.method(), Some(&Method::Invite));
+    // it connects: what waited is on its way; a later error on that
+    // connection answers nothing twice
+    t.edge
+        .handle_connection(t.now, Side::Lan, tcp("10.0.0.7:5060").addr, true);
+    t.edge
+        .handle_transport_error(t.now, Side::Lan, tcp("10.0.0.7:5060"));
+    assert!(t.out().is_empty());
+    assert_eq!(t.edge.stats().unreachable, 0);
+    // and the probe/uplink never heard of it
+    assert_eq!(t.edge.probe().status(t.now).counters.transport_errors, 0);
+}
+
+#[test]
+fn tcp_a_phone_that_cannot_be_reached_is_answered_480_upstream() {
+    let mut t = T::new();
+    register_from(
+        &mut t,
+        "carol",
+        tcp(TCP_PHONE),
+        "sip:carol@10.0.0.7:5080;transport=tcp",
+        "",
+    );
+    t.edge
+        .handle_connection(t.now, Side::Lan, tcp(TCP_PHONE).addr, false);
+    t.cloud_sends(&inbound_invite_to(
+        "carol",
+        "10.0.0.7:5080;transport=tcp",
+        "z9hG4bKc3",
+    ));
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].1.status(), Some(100));
+    assert_eq!(out[1].0.to, tcp("10.0.0.7:5080"));
+    // the connect fails (the daemon reports a transport error)
+    t.edge
+        .handle_transport_error(t.now, Side::Lan, tcp("10.0.0.7:5080"));
+    let (tx, r) = t.one();
+    assert_eq!(
+        (tx.side, tx.to, r.status()),
+        (Side::Wan, peer(CLOUD), Some(480))
+    );
+    assert_eq!(r.call_id(), Some("call-z9hG4bKc3"));
+    assert_eq!(r.via_count(), 1, "the cloud's own Via only");
+    assert_eq!(t.edge.stats().unreachable, 1);
+    // the same error again changes nothing; the cloud's ACK ends here
+    t.edge
+        .handle_transport_error(t.now, Side::Lan, tcp("10.0.0.7:5080"));
+    assert!(t.out().is_empty());
+    assert_eq!(t.edge.probe().state_name(), "up");
+    // no Timer B answer later either (the 480 was the final)
+    let until = t.now + Duration::from_secs(40);
+    let seen = run_until(&mut t, until);
+    assert!(
+        seen.iter().all(|(_, _, m)| m.status() != Some(408)),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn tcp_an_outbound_flow_that_is_gone_is_430_flow_failed() {
+    let mut t = T::new();
+    register_from(
+        &mut t,
+        "dave",
+        tcp("10.0.0.8:40200"),
+        "sip:dave@10.0.0.8:5060;transport=tcp;ob",
+        ";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-00000000000d>\";reg-id=1",
+    );
+    t.edge.handle_connection(
+        t.now,
+        Side::Lan,
+        "10.0.0.8:40200".parse().expect("addr"),
+        false,
+    );
+    t.cloud_sends(&inbound_invite_to(
+        "dave",
+        "10.0.0.8:5060;transport=tcp;ob",
+        "z9hG4bKd1",
+    ));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(CLOUD), Some(430)));
+    assert_eq!(t.edge.stats().unreachable, 1);
+}
+
+#[test]
+fn tcp_after_a_restart_bindings_of_tcp_phones_go_to_their_contact() {
+    let mut t = T::new();
+    register_from(
+        &mut t,
+        "carol",
+        tcp(TCP_PHONE),
+        "sip:carol@10.0.0.7:5070;transport=tcp",
+        "",
+    );
+    let saved: Vec<Binding> = t.edge.bindings().iter().cloned().collect();
+    let later = t.now + Duration::from_secs(60);
+    let mut edge = Edge::new(cfg(), later, 1_000_060);
+    assert_eq!(edge.load_bindings(later, saved), 1);
+    edge.handle_timeout(later);
+    while edge.poll_transmit().is_some() {}
+    let mut t2 = T { edge, now: later };
+    t2.cloud_sends(&inbound_invite_to(
+        "carol",
+        "10.0.0.7:5070;transport=tcp",
+        "z9hG4bKc4",
+    ));
+    let out = t2.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        out[1].0.to,
+        tcp("10.0.0.7:5070"),
+        "no connection survives a restart"
+    );
+}
+
+// ------------------------------------- transport errors, cloud addresses
+
+#[test]
+fn transport_errors_to_any_cloud_address_count_the_backup_route_does_not() {
+    let mut c = cfg();
+    c.cloud_addrs = vec![
+        "192.0.2.11".parse().expect("ip"),
+        "192.0.2.50".parse().expect("ip"),
+    ];
+    let mut t = T::with_cfg(c);
+    let backup = peer("192.0.2.50:5060");
+    t.edge.set_survival(SurvivalConfig {
+        backup_route: Some(backup),
+        ..SurvivalConfig::default()
+    });
+    // the backup route (its address is allowed like the cloud's) is no evidence
+    t.edge.handle_transport_error(t.now, Side::Wan, backup);
+    assert_eq!(t.edge.probe().status(t.now).counters.transport_errors, 0);
+    // another node of the cloud (a Route named it), over TCP on another port
+    t.edge
+        .handle_transport_error(t.now, Side::Wan, tcp("192.0.2.11:5070"));
+    assert_eq!(t.edge.probe().status(t.now).counters.transport_errors, 1);
+    t.edge.handle_transport_error(
+        t.now + Duration::from_millis(1),
+        Side::Wan,
+        peer("192.0.2.11:5060"),
+    );
+    t.edge
+        .handle_transport_error(t.now + Duration::from_millis(2), Side::Wan, peer(CLOUD));
+    assert_eq!(t.edge.probe().status(t.now).counters.transport_errors, 3);
+    assert_eq!(t.edge.probe().state_name(), "down");
+}
+
+#[test]
+fn timer_b_a_call_left_with_a_silent_cloud_gets_503_once_it_is_down_not_a_late_408() {
+    let mut t = T::new();
+    let alice = peer("10.0.0.5:5062");
+    register_from(&mut t, "alice", alice, "sip:alice@10.0.0.5:5062", "");
+    let start = t.now;
+    // an off-site number: no site phone, no backup route
+    let inv = lan_invite("alice", "5551234", "z9hG4bKt9", "10.0.0.5:5062");
+    t.edge
+        .handle_message(t.now, Side::Lan, alice, inv.as_bytes());
+    let out = t.out();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].1.status(), Some(100));
+    // the cloud answers nothing, probes neither: fail-fast leaves the call
+    // with the cloud, then the probes find it down
+    let seen = run_until(&mut t, start + Duration::from_secs(31));
+    assert_eq!(t.edge.probe().state_name(), "down");
+    let to_alice: Vec<_> = seen
+        .iter()
+        .filter(|(_, tx, m)| tx.to == alice && m.status().is_some())
+        .collect();
+    assert_eq!(to_alice.len(), 1, "{to_alice:?}");
+    let (_, _, r) = to_alice[0];
+    assert_eq!(r.status(), Some(503));
+    assert!(r.header("Retry-After").is_some(), "{r:?}");
+    assert_eq!(r.call_id(), Some("c-z9hG4bKt9"));
+    // nothing more: no 408 from Timer B later, no INVITE to the cloud
+    let later = run_until(&mut t, start + Duration::from_secs(40));
+    assert!(later.iter().all(|(_, tx, _)| tx.to != alice), "{later:?}");
+    assert_eq!(t.edge.stats().invite_timeouts, 0);
 }

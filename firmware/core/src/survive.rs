@@ -333,9 +333,15 @@ impl Edge {
     }
 
     /// Sending to `to` failed at the transport (the driver reports it):
-    /// evidence for the uplink monitor when `to` is the cloud.
+    /// evidence for the uplink monitor when `to` is the cloud (its proxy
+    /// or any of its addresses, not the backup route); on the LAN, requests
+    /// waiting for a new TCP connection to a phone are answered here.
     pub fn handle_transport_error(&mut self, now: Instant, side: Side, to: Peer) {
-        if side != Side::Wan || to != self.cfg.cloud {
+        if side == Side::Lan {
+            self.lan_transport_error(now, to);
+            return;
+        }
+        if !self.is_cloud_peer(to) {
             return;
         }
         self.probe.on_transport_error(now, now);
@@ -351,6 +357,12 @@ impl Edge {
     fn unix_to_ms(&self, unix: i64) -> Millis {
         let d = unix.saturating_sub(self.base_unix).max(0);
         Millis(u64::try_from(d).unwrap_or(0).saturating_mul(1000))
+    }
+
+    /// An INVITE forwarded on this branch was cancelled upstream by
+    /// survival and routed here instead (its timers stop).
+    pub(super) fn sv_took_back(&self, branch: &str) -> bool {
+        self.sv.abandoned.contains_key(branch)
     }
 
     /// True while new requests go to the cloud first (Up, Suspect).
@@ -868,7 +880,10 @@ impl Edge {
                 return;
             }
             Route::SitePhone => match self.site_binding(callee) {
-                Some(b) => (Side::Lan, b.peer(), b.contact_uri.clone()),
+                Some(b) => {
+                    let to = self.lan_peer(&b).unwrap_or_else(|| b.peer());
+                    (Side::Lan, to, b.contact_uri.clone())
+                }
                 None => {
                     let r = Route::Reject503 {
                         retry_after_s: u32::try_from(self.sv.cfg.retry_after.as_secs())
@@ -1019,7 +1034,7 @@ impl Edge {
                     return false;
                 }
                 let target = match self.bindings.by_contact(&ruri) {
-                    Some(b) => Some(b.peer()),
+                    Some(b) => Some(self.lan_peer(b).unwrap_or_else(|| b.peer())),
                     None => uri_target(&ruri)
                         .filter(|(ip, _, _)| self.in_lan(*ip) && !self.is_ours(&ruri))
                         .map(|(ip, port, t)| Peer {
