@@ -491,8 +491,14 @@ pub async fn run(cfg: Config) -> Exit {
                         Ok(NetEvent::Message { side, from, bytes }) => {
                             edge.handle_message(now, side, from, &bytes)
                         }
-                        Ok(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
-                        Ok(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
+                        Ok(NetEvent::TcpUp { side, peer, tx }) => {
+                            net.tcp_up(side, peer, tx);
+                            edge.handle_connection(now, side, peer, true);
+                        }
+                        Ok(NetEvent::TcpDown { side, peer }) => {
+                            net.tcp_down(side, peer);
+                            edge.handle_connection(now, side, peer, false);
+                        }
                         Ok(NetEvent::TransportError { side, to, error }) => {
                             transport_error(&mut edge, now, side, to, &error)
                         }
@@ -500,8 +506,14 @@ pub async fn run(cfg: Config) -> Exit {
                     }
                 }
             }
-            Wake::Net(NetEvent::TcpUp { side, peer, tx }) => net.tcp_up(side, peer, tx),
-            Wake::Net(NetEvent::TcpDown { side, peer }) => net.tcp_down(side, peer),
+            Wake::Net(NetEvent::TcpUp { side, peer, tx }) => {
+                net.tcp_up(side, peer, tx);
+                edge.handle_connection(now, side, peer, true);
+            }
+            Wake::Net(NetEvent::TcpDown { side, peer }) => {
+                net.tcp_down(side, peer);
+                edge.handle_connection(now, side, peer, false);
+            }
             Wake::Net(NetEvent::TransportError { side, to, error }) => {
                 transport_error(&mut edge, now, side, to, &error)
             }

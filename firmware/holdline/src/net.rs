@@ -279,6 +279,12 @@ fn admitted(limits: &SharedLimits, side: Side, from: SocketAddr, bytes: &[u8]) -
     }
 }
 
+/// Longest a TCP connect may take before it counts as a transport error
+/// (the kernel's own SYN retries last about two minutes; a phone or cloud
+/// that does not answer by now is not there, and the request waiting for
+/// the connection is answered by the edge instead).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// What the sockets tell the loop.
 pub enum NetEvent {
     /// A message (datagram, or one framed out of a stream).
@@ -588,7 +594,16 @@ impl Net {
                 let max = self.max_message;
                 let limits = Arc::clone(&self.limits);
                 tokio::spawn(async move {
-                    match TcpStream::connect(to.addr).await {
+                    let connect =
+                        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to.addr));
+                    let res = match connect.await {
+                        Ok(r) => r,
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "tcp connect timed out",
+                        )),
+                    };
+                    match res {
                         Ok(s) => {
                             let _ = s.set_nodelay(true);
                             tcp_conn(side, s, to.addr, events, max, vec![bytes], limits).await;
