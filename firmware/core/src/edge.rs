@@ -1473,11 +1473,23 @@ impl Edge {
     fn lan_to_wan(&mut self, now: Instant, from: Peer, mut msg: Message, method: Method) {
         let in_dialog = msg.to_tag().is_some();
         let ruri = msg.request_uri().unwrap_or_default().to_string();
-        // Next hop: a remaining Route to a cloud address, else the cloud proxy.
-        let next = msg
-            .top_route()
-            .and_then(|r| uri_target(r.uri))
-            .filter(|(ip, _, _)| self.is_cloud_addr(*ip));
+        // Next hop: a remaining Route to a cloud address; with no Route
+        // left, an in-dialog request (or ACK) goes to its Request-URI (the
+        // remote target) when that is a WAN peer holdline may talk to: the
+        // backup route's dialogs never went through the cloud, which is
+        // also the wrong place for them while it is up. Else the cloud proxy.
+        let next = match msg.top_route() {
+            Some(r) => uri_target(r.uri),
+            None if in_dialog || method == Method::Ack => uri_target(&ruri),
+            None => None,
+        }
+        .filter(|(ip, _, _)| {
+            self.is_cloud_addr(*ip)
+                || self
+                    .survival_config()
+                    .backup_route
+                    .is_some_and(|b| b.addr.ip() == *ip)
+        });
         let has_route = msg.top_route().is_some();
         if !in_dialog && !has_route && !self.is_cloud_target(&ruri) && method != Method::Ack {
             self.stats.forbidden += 1;
@@ -1499,10 +1511,18 @@ impl Edge {
         let original = initial_invite.then(|| (msg.clone(), from));
         let watched = (!initial_invite && method != Method::Ack).then(|| msg.clone());
         let to = match next {
-            Some((ip, port, t)) => Peer {
-                transport: t.unwrap_or(self.cfg.cloud.transport),
-                addr: SocketAddr::new(ip, port),
-            },
+            Some((ip, port, t)) => {
+                let addr = SocketAddr::new(ip, port);
+                let backup = self.survival_config().backup_route;
+                let default = match backup.filter(|b| b.addr == addr) {
+                    Some(b) => b.transport,
+                    None => self.cfg.cloud.transport,
+                };
+                Peer {
+                    transport: t.unwrap_or(default),
+                    addr,
+                }
+            }
             None => self.cfg.cloud,
         };
         match method {

@@ -921,3 +921,68 @@ fn a_phone_heard_during_the_outage_needs_no_liveness_ping() {
         "alice (she called) and bob (he answered), both heard"
     );
 }
+
+/// The backup gateway's answer to the INVITE holdline sent it.
+fn gateway_answer(req: &Message, code: u16) -> String {
+    let mut rr = String::new();
+    for v in req.header_values("Record-Route") {
+        rr.push_str(&format!("Record-Route: {v}\r\n"));
+    }
+    rr.push_str("Contact: <sip:192.0.2.99:5060>\r\n");
+    answer(req, code, &rr)
+}
+
+#[test]
+fn in_dialog_requests_of_a_backup_route_call_go_to_the_gateway_not_the_cloud() {
+    let backup = peer("192.0.2.99:5060");
+    let mut t = T::new(SurvivalConfig {
+        backup_route: Some(backup),
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    t.sends(ALICE, &invite("alice", "5551234", "bk1", "10.0.0.5:5062"));
+    let (tx, inv) = t.one();
+    assert_eq!((tx.side, tx.to), (Side::Wan, backup));
+    t.edge.handle_message(
+        t.now,
+        Side::Wan,
+        backup,
+        gateway_answer(&inv, 200).as_bytes(),
+    );
+    let (tx, ok) = t.one();
+    assert_eq!((tx.to, ok.status()), (peer(ALICE), Some(200)));
+    // alice's ACK and BYE: Route = our two entries, R-URI = the gateway's
+    // Contact (outside the site's subnets): nothing is left to route by
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} sip:192.0.2.99:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.5:5062;branch={branch};rport\r\n\
+             Route: <sip:10.0.0.1:5060;lr>, <sip:198.51.100.1:5060;lr>\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@cloud.test>;tag=f-bk1\r\n\
+             To: <sip:5551234@cloud.test>;tag=cloud1\r\n\
+             Call-ID: bk1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    t.sends(ALICE, &in_dialog("ACK", 1, "z9hG4bKbkack"));
+    let (tx, ack) = t.one();
+    assert_eq!((tx.side, tx.to), (Side::Wan, backup));
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    t.sends(ALICE, &in_dialog("BYE", 2, "z9hG4bKbkbye"));
+    let (tx, bye) = t.one();
+    assert_eq!((tx.side, tx.to), (Side::Wan, backup), "{bye:?}");
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    // the gateway's 200 to the BYE reaches alice, nothing answers 503
+    t.edge
+        .handle_message(t.now, Side::Wan, backup, answer(&bye, 200, "").as_bytes());
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
+    assert_eq!(r.cseq().map(|c| c.method), Some(Method::Bye));
+    let seen = t.advance(Duration::from_secs(3));
+    assert!(
+        seen.iter().all(|(_, m)| m.status() != Some(503)),
+        "{seen:?}"
+    );
+}
