@@ -369,6 +369,19 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
         Admission::Forward
     }
 
+    /// A termination released by [`ResyncPacer::poll_action`] that the
+    /// driver could not send yet (e.g. the watched phone is in a call the
+    /// cloud never saw): queued again at the back, to be released against
+    /// a token of its own later, so that holding it back never lets it
+    /// bypass the pace.
+    pub fn put_back_subscription(&mut self, now: Millis, s: S) {
+        self.progress.subscriptions_terminated =
+            self.progress.subscriptions_terminated.saturating_sub(1);
+        self.subs.push_back(s);
+        self.progress.finished_at = None;
+        self.check_done(now);
+    }
+
     /// Untrusted mode: phones that have not refreshed by the end of the
     /// resync window (the longest survival expiry plus a margin) are counted as
     /// failed so that the resync can finish.
@@ -403,6 +416,47 @@ impl<K: PartialEq + Clone, S> ResyncPacer<K, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_termination_put_back_waits_for_a_token_of_its_own() {
+        let plan = ResyncPlan::<u32> {
+            verified: vec![],
+            rejected: vec![],
+        };
+        let cfg = PacerConfig {
+            rate: 2,
+            jitter_permille: 0,
+            max_attempts: 1,
+        };
+        let mut p: ResyncPacer<u32, &str> = ResyncPacer::new(
+            Millis(0),
+            cfg,
+            1,
+            ResyncMode::Trusted,
+            plan,
+            vec!["a", "b"],
+            Rng::seeded(1),
+        );
+        assert_eq!(
+            p.poll_action(Millis(0)),
+            Some(PacerAction::TerminateSubscription("a"))
+        );
+        // "a" cannot go yet: back in the queue, no extra release now.
+        p.put_back_subscription(Millis(0), "a");
+        assert_eq!(p.poll_action(Millis(0)), None);
+        assert!(!p.is_done());
+        assert_eq!(
+            p.poll_action(Millis(500)),
+            Some(PacerAction::TerminateSubscription("b"))
+        );
+        assert_eq!(p.poll_action(Millis(999)), None);
+        assert_eq!(
+            p.poll_action(Millis(1000)),
+            Some(PacerAction::TerminateSubscription("a"))
+        );
+        assert!(p.is_done());
+        assert_eq!(p.progress().subscriptions_terminated, 2);
+    }
 
     fn facts(
         key: u32,
