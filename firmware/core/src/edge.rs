@@ -90,6 +90,8 @@ const T1: Duration = Duration::from_millis(500);
 /// is answered 408 upstream (RFC 3261 §16.8: the time-out is that
 /// branch's response).
 const TIMER_B: Duration = Duration::from_secs(32);
+/// RFC 3261 T2: the longest retransmission interval of a final (Timer G).
+const T2: Duration = Duration::from_secs(4);
 /// How long a request sent to a TCP phone over a new connection waits for
 /// that connection (the daemon reports it up, or a transport error).
 const DIAL_TTL: Duration = Duration::from_secs(40);
@@ -275,6 +277,19 @@ struct InviteTx {
     deadline: Instant,
 }
 
+/// A final holdline made for an INVITE from a UDP caller (which stopped
+/// retransmitting at our 100): repeated until its ACK (Timer G, T1
+/// doubling up to T2), at most until Timer H (64·T1).
+#[derive(Debug, Clone)]
+struct FinalTx {
+    side: Side,
+    to: Peer,
+    bytes: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+    deadline: Instant,
+}
+
 /// A request sent to a TCP phone over a connection not open yet.
 #[derive(Debug, Clone)]
 struct Dial {
@@ -334,6 +349,10 @@ pub struct Edge {
     /// Last provisional relayed per INVITE branch, until its final: sent
     /// again when the INVITE is retransmitted.
     provisionals: HashMap<String, Vec<u8>>,
+    /// Finals made here for INVITEs from UDP callers, until their ACK.
+    final_tx: HashMap<String, FinalTx>,
+    /// Their timers (due, branch); entries that no longer match are stale.
+    final_timers: BinaryHeap<Reverse<(Instant, String)>>,
     /// The uplink changed state: INVITEs the cloud left without any answer
     /// are looked at once more (see `reclaim_silent_invites`).
     reclaim_due: bool,
@@ -424,6 +443,8 @@ impl Edge {
             open_tcp: HashSet::new(),
             dialing: HashMap::new(),
             reclaim_due: false,
+            final_tx: HashMap::new(),
+            final_timers: BinaryHeap::new(),
         }
     }
 
@@ -522,6 +543,9 @@ impl Edge {
         if self.reclaim_due {
             t = t.min(self.base);
         }
+        if let Some(Reverse((at, _))) = self.final_timers.peek() {
+            t = t.min(*at);
+        }
         if self.cloud_tx_silent > 0 && !self.cloud_usable() {
             // Timed-out requests wait for an answer from here: at once.
             t = t.min(self.base);
@@ -593,6 +617,7 @@ impl Edge {
         self.sv_handle_timeout(now);
         self.cloud_tx_timers(now);
         self.invite_tx_timers(now);
+        self.final_tx_timers(now);
         if std::mem::take(&mut self.reclaim_due) && !self.cloud_usable() {
             self.reclaim_silent_invites(now);
         }
@@ -820,7 +845,9 @@ impl Edge {
             // find the new leg), not taken for a retransmission.
             self.routes.remove(&branch);
             self.provisionals.remove(&branch);
+            let queued = self.transmits.len();
             if self.sv_lan_request(now, route.peer, &mut msg, &Method::Invite) {
+                self.keep_final_made_here(now, &branch, route, queued);
                 self.logs.push_back(format!(
                     "INVITE {call_id}: unanswered by the cloud, which is down: handled here"
                 ));
@@ -832,6 +859,47 @@ impl Edge {
                 self.invite_tx.insert(branch, tx);
             }
         }
+    }
+
+    /// Survival answered a reclaimed INVITE itself (503, 403, ...; queued
+    /// after `queued`): that final is kept like one made by `answer_here`
+    /// (the caller had our 100 and will not retransmit): repeated until the
+    /// ACK, which ends here.
+    fn keep_final_made_here(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        route: ReturnRoute,
+        queued: usize,
+    ) {
+        let made = self.transmits.iter().skip(queued).find_map(|t| {
+            if t.to != route.peer {
+                return None;
+            }
+            let m = Message::parse(&t.bytes).ok()?;
+            let invite = m.cseq().is_some_and(|c| c.method == Method::Invite);
+            (invite && m.status().is_some_and(|s| s >= 300)).then(|| t.bytes.clone())
+        });
+        let Some(bytes) = made else {
+            return;
+        };
+        if !self.routes.contains_key(branch) {
+            self.routes.insert(
+                branch.to_string(),
+                ReturnRoute {
+                    until: now + TIMER_B,
+                    sent_at: now,
+                    final_relayed: true,
+                    local_final: true,
+                    ..route
+                },
+            );
+        }
+        if self.finals.len() < MAX_FINALS || self.finals.contains_key(branch) {
+            self.finals
+                .insert(branch.to_string(), (now + FINAL_TTL, bytes.clone()));
+        }
+        self.repeat_final(now, branch, route.side, route.peer, &bytes);
     }
 
     /// Timer B fired: the next hop never answered this INVITE. RFC 3261
@@ -889,11 +957,67 @@ impl Edge {
                 }
             }
         }
+        if received.method() == Some(&Method::Invite) {
+            self.repeat_final(now, branch, route.side, route.peer, &bytes);
+        }
         self.transmits.push_back(Transmit {
             side: route.side,
             to: route.peer,
             bytes,
         });
+    }
+
+    /// Starts Timer G for a final made here for an INVITE (UDP only: a
+    /// stream delivers it).
+    fn repeat_final(&mut self, now: Instant, branch: &str, side: Side, to: Peer, bytes: &[u8]) {
+        if to.transport != Transport::Udp || self.final_tx.len() >= MAX_FINALS {
+            return;
+        }
+        let next = now + T1;
+        self.final_tx.insert(
+            branch.to_string(),
+            FinalTx {
+                side,
+                to,
+                bytes: bytes.to_vec(),
+                next,
+                interval: T1,
+                deadline: now + TIMER_B,
+            },
+        );
+        self.final_timers.push(Reverse((next, branch.to_string())));
+    }
+
+    /// Timer G/H of the finals made here (see [`FinalTx`]).
+    fn final_tx_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.final_timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, branch))) = self.final_timers.pop() else {
+                break;
+            };
+            let Some(f) = self.final_tx.get_mut(&branch) else {
+                continue; // ACKed
+            };
+            if f.next != at {
+                continue; // stale
+            }
+            if now >= f.deadline {
+                self.final_tx.remove(&branch);
+                continue; // Timer H: the caller is gone
+            }
+            f.interval = (f.interval.saturating_mul(2)).min(T2);
+            f.next = (now + f.interval).min(f.deadline);
+            let t = Transmit {
+                side: f.side,
+                to: f.to,
+                bytes: f.bytes.clone(),
+            };
+            let next = f.next;
+            self.final_timers.push(Reverse((next, branch)));
+            self.transmits.push_back(t);
+        }
     }
 
     /// A TCP connection to or from `peer` on `side` opened or closed (the
@@ -1271,6 +1395,7 @@ impl Edge {
         let is_ack = msg.method() == Some(&Method::Ack);
         if is_ack && self.routes.get(&branch).is_some_and(|r| r.local_final) {
             // The ACK of a final made here (hop by hop, RFC 3261 §17.1.1.3).
+            self.final_tx.remove(&branch);
             return;
         }
         let invite = msg.method() == Some(&Method::Invite);

@@ -1338,13 +1338,20 @@ fn timer_b_an_invite_to_a_silent_phone_is_answered_408_and_its_ack_ends_here() {
         .iter()
         .filter(|(_, _, m)| m.status().is_some())
         .collect();
-    assert_eq!(finals.len(), 1, "{finals:?}");
+    // at 32 s, then repeated (Timer G: the cloud had our 100 and stopped
+    // retransmitting) until its ACK
+    assert_eq!(finals.len(), 2, "{finals:?}");
     let (at, tx, r) = finals[0];
     assert_eq!(
         (tx.side, tx.to, r.status()),
         (Side::Wan, peer(CLOUD), Some(408))
     );
     assert_eq!(at.saturating_duration_since(start), Duration::from_secs(32));
+    assert_eq!(finals[1].1.bytes, tx.bytes);
+    assert_eq!(
+        finals[1].0.saturating_duration_since(start),
+        Duration::from_millis(32_500)
+    );
     assert!(r.to_tag().is_some());
     assert_eq!(t.edge.stats().invite_timeouts, 1);
     assert!(matches!(
@@ -1367,6 +1374,13 @@ fn timer_b_an_invite_to_a_silent_phone_is_answered_408_and_its_ack_ends_here() {
          Content-Length: 0\r\n\r\n";
     t.cloud_sends(ack);
     assert!(t.out().is_empty());
+    // (past the next repetition at T2; within the 10 s a final is kept)
+    let until = t.now + Duration::from_secs(5);
+    let after_ack = run_until(&mut t, until);
+    assert!(
+        after_ack.iter().all(|(_, _, m)| m.status().is_none()),
+        "the ACK ends the repetition: {after_ack:?}"
+    );
     t.cloud_sends(&inbound_invite());
     let (tx, r) = t.one();
     assert_eq!((tx.to, r.status()), (peer(CLOUD), Some(408)));
@@ -1640,12 +1654,32 @@ fn timer_b_a_call_left_with_a_silent_cloud_gets_503_once_it_is_down_not_a_late_4
         .iter()
         .filter(|(_, tx, m)| tx.to == alice && m.status().is_some())
         .collect();
-    assert_eq!(to_alice.len(), 1, "{to_alice:?}");
-    let (_, _, r) = to_alice[0];
+    assert!(!to_alice.is_empty());
+    let (_, first, r) = to_alice[0];
     assert_eq!(r.status(), Some(503));
     assert!(r.header("Retry-After").is_some(), "{r:?}");
     assert_eq!(r.call_id(), Some("c-z9hG4bKt9"));
-    // nothing more: no 408 from Timer B later, no INVITE to the cloud
+    // repeated, the same, until alice ACKs (she had our 100 and does not
+    // retransmit her INVITE)
+    assert!(
+        to_alice.iter().all(|(_, tx, _)| tx.bytes == first.bytes),
+        "{to_alice:?}"
+    );
+    let ack = format!(
+        "ACK sip:5551234@cloud.test SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKt9\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@cloud.test>;tag=t-z9hG4bKt9\r\n\
+         To: {}\r\n\
+         Call-ID: c-z9hG4bKt9\r\n\
+         CSeq: 1 ACK\r\n\
+         Content-Length: 0\r\n\r\n",
+        r.header("To").expect("to")
+    );
+    t.edge
+        .handle_message(t.now, Side::Lan, alice, ack.as_bytes());
+    assert!(t.out().is_empty(), "the ACK of holdline's 503 ends here");
+    // nothing more: no 408 from Timer B later, no 503 again, no INVITE
     let later = run_until(&mut t, start + Duration::from_secs(40));
     assert!(later.iter().all(|(_, tx, _)| tx.to != alice), "{later:?}");
     assert_eq!(t.edge.stats().invite_timeouts, 0);
