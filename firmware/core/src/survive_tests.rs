@@ -46,8 +46,11 @@ struct T {
 
 impl T {
     fn new(sv: SurvivalConfig) -> T {
+        T::with_cfg(cfg(), sv)
+    }
+    fn with_cfg(c: EdgeConfig, sv: SurvivalConfig) -> T {
         let now = Instant::now();
-        let mut edge = Edge::new(cfg(), now, 1_000_000);
+        let mut edge = Edge::new(c, now, 1_000_000);
         edge.set_survival(sv);
         edge.handle_timeout(now);
         while edge.poll_transmit().is_some() {}
@@ -985,4 +988,40 @@ fn in_dialog_requests_of_a_backup_route_call_go_to_the_gateway_not_the_cloud() {
         seen.iter().all(|(_, m)| m.status() != Some(503)),
         "{seen:?}"
     );
+}
+
+#[test]
+fn answers_from_the_backup_route_are_no_evidence_that_the_cloud_is_back() {
+    let backup = peer("192.0.2.99:5060");
+    // as the daemon does: the backup route's address is allowed like the cloud's
+    let mut c = cfg();
+    c.cloud_addrs = vec![backup.addr.ip()];
+    let mut t = T::with_cfg(
+        c,
+        SurvivalConfig {
+            backup_route: Some(backup),
+            ..SurvivalConfig::default()
+        },
+    );
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    // the cloud stops answering probes: Down by probe time-outs (auto mode)
+    let _ = t.advance(Duration::from_secs(3));
+    assert_eq!(t.edge.probe().state_name(), "down");
+    t.sends(ALICE, &invite("alice", "5551234", "bk2", "10.0.0.5:5062"));
+    let (tx, inv) = t.one();
+    assert_eq!(tx.to, backup);
+    // the gateway answers, also from another port of its address (a TCP
+    // connection, a second process): none of it is the cloud answering
+    for from in [backup, peer("192.0.2.99:5072")] {
+        for code in [180, 200] {
+            let r = gateway_answer(&inv, code);
+            t.edge.handle_message(t.now, Side::Wan, from, r.as_bytes());
+            assert_eq!(t.edge.probe().state_name(), "down", "{code} from {from:?}");
+        }
+    }
+    let relayed = t.out_no_probes();
+    assert!(relayed
+        .iter()
+        .any(|(tx, m)| tx.to == peer(ALICE) && m.status() == Some(200)));
+    assert_eq!(t.edge.probe().status(t.now).counters.to_recovering, 0);
 }
