@@ -1322,6 +1322,16 @@ impl Edge {
             match method {
                 Method::Options => self.reply(side, from, &msg, 200, "OK"),
                 Method::Ack => {}
+                Method::Subscribe if side == Side::Lan && msg.to_tag().is_some() => {
+                    // The refresh of a subscription holdline serves itself:
+                    // its Contact (no user part) is the phone's remote
+                    // target, and no Route is left. Survival answers it;
+                    // any other is a dialog holdline does not have (481:
+                    // the phone subscribes anew, RFC 6665 §4.1.2.2).
+                    if !self.sv_lan_request(now, from, &mut msg, &method) {
+                        self.reply(side, from, &msg, 481, "Call/Transaction Does Not Exist");
+                    }
+                }
                 _ => self.reply(side, from, &msg, 404, "Not Found"),
             }
             return;

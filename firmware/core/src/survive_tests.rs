@@ -1025,3 +1025,59 @@ fn answers_from_the_backup_route_are_no_evidence_that_the_cloud_is_back() {
         .any(|(tx, m)| tx.to == peer(ALICE) && m.status() == Some(200)));
     assert_eq!(t.edge.probe().status(t.now).counters.to_recovering, 0);
 }
+
+#[test]
+fn the_refresh_of_a_subscription_served_here_is_answered_here_not_404() {
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    let sub = "SUBSCRIBE sip:alice@cloud.test SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKlsub1\r\n\
+        From: <sip:alice@cloud.test>;tag=ls1\r\nTo: <sip:alice@cloud.test>\r\n\
+        Call-ID: lsub-1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: message-summary\r\nExpires: 600\r\n\
+        Contact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n";
+    t.sends(ALICE, sub);
+    let out = t.out_no_probes();
+    let ok = &out
+        .iter()
+        .find(|(_, m)| m.status() == Some(200))
+        .expect("200")
+        .1;
+    let tag = ok.to_tag().expect("to tag").to_string();
+    let notify = &out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&Method::Notify))
+        .expect("NOTIFY")
+        .1;
+    t.sends(ALICE, &phone_answer(notify, 200));
+    // holdline's Contact has no user part and there is no Record-Route:
+    // the refresh names holdline itself and carries no Route
+    assert_eq!(ok.header("Contact"), Some("<sip:10.0.0.1:5060>"));
+    assert!(ok.record_routes().is_empty());
+    let refresh = |cseq: u32, call_id: &str, tag: &str| {
+        format!(
+            "SUBSCRIBE sip:10.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKlsub{cseq}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@cloud.test>;tag=ls1\r\nTo: <sip:alice@cloud.test>;tag={tag}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\nEvent: message-summary\r\n\
+             Expires: 600\r\nContact: <sip:alice@10.0.0.5:5062>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    t.sends(ALICE, &refresh(2, "lsub-1", &tag));
+    let out = t.out_no_probes();
+    assert!(out.iter().all(|(tx, _)| tx.to == peer(ALICE)), "{out:?}");
+    let ok2 = out
+        .iter()
+        .find(|(_, m)| m.cseq().is_some_and(|c| c.method == Method::Subscribe))
+        .expect("an answer to the refresh");
+    assert_eq!(ok2.1.status(), Some(200));
+    assert_eq!(ok2.1.to_tag(), Some(tag.as_str()));
+    assert!(out.iter().any(|(_, m)| m.method() == Some(&Method::Notify)));
+    assert_eq!(t.edge.local_subscriptions(), 1);
+    // a refresh of a dialog holdline does not have: 481, never forwarded
+    t.sends(ALICE, &refresh(3, "lsub-unknown", "nope"));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(481)));
+}
