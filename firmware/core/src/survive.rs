@@ -32,7 +32,7 @@
 //!   untrusted = the phones' own refreshes are forwarded as the pace admits
 //!   (else answered locally again with the short expiry).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use holdline_survival::blf::BlfBoard;
@@ -181,13 +181,13 @@ pub(super) struct Survival {
     policy: RoutePolicy,
     rng: Rng,
     blf: BlfBoard,
-    takeover: HashMap<String, (SvSubscription, Option<Millis>)>,
+    takeover: BTreeMap<String, (SvSubscription, Option<Millis>)>,
     sub_cfg: SubscriptionConfig,
-    notifies: HashMap<String, NotifyTx>,
+    notifies: BTreeMap<String, NotifyTx>,
     next_notify: u64,
     pacer: Option<ResyncPacer<BindingKey, String>>,
     finished_reported: bool,
-    rereg: HashMap<String, (BindingKey, Instant)>,
+    rereg: BTreeMap<String, (BindingKey, Instant)>,
     resync_fwd: HashMap<String, BindingKey>,
     /// OPTIONS liveness pings to phones at resync: branch → binding.
     pings: HashMap<String, BindingKey>,
@@ -202,8 +202,15 @@ pub(super) struct Survival {
     /// Calls routed here without the cloud (Call-IDs): the cloud never
     /// sees them, so their watchers stay with holdline until they end.
     local_call_ids: HashSet<String>,
-    /// Deactivations held back while a watched phone is in such a call.
-    deferred: Vec<(String, Instant)>,
+    /// Deactivations held back while a watched phone is in such a call:
+    /// id → (since when, put back in the pacer's queue already).
+    deferred: BTreeMap<String, (Instant, bool)>,
+    /// Last resync release (any pacer): a new resync's first release waits
+    /// a pace interval after it, so that two resyncs back to back (a flap)
+    /// never burst above the cap.
+    last_release: Option<Instant>,
+    /// No release before this (set when a resync starts).
+    pace_gate: Option<Instant>,
     /// Untrusted resync: phones whose refresh was let through, and when.
     admitted: HashMap<BindingKey, Instant>,
     pub(super) stats: SurvivalStats,
@@ -216,6 +223,9 @@ const REREG_TIMEOUT: Duration = Duration::from_secs(8);
 const PING_WAIT: Duration = Duration::from_secs(2);
 /// Longest a deactivation waits for the watched phone's local calls to end.
 const DEFER_MAX: Duration = Duration::from_secs(120);
+/// Expiry (jittered between the two) of a refresh the untrusted resync
+/// could not let through yet for the pace: the phone asks again soon.
+const PACE_RETRY: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(20));
 /// How long a phone's admitted refresh may take (challenge round trip).
 const ADMIT_HOLD: Duration = Duration::from_secs(32);
 
@@ -234,13 +244,13 @@ impl Survival {
             policy,
             rng: Rng::seeded(cfg.seed),
             blf: BlfBoard::new(Duration::from_secs(5)),
-            takeover: HashMap::new(),
+            takeover: BTreeMap::new(),
             sub_cfg: SubscriptionConfig::default(),
-            notifies: HashMap::new(),
+            notifies: BTreeMap::new(),
             next_notify: 1,
             pacer: None,
             finished_reported: false,
-            rereg: HashMap::new(),
+            rereg: BTreeMap::new(),
             resync_fwd: HashMap::new(),
             pings: HashMap::new(),
             next_ping: 1,
@@ -248,8 +258,10 @@ impl Survival {
             pending_resync: None,
             heard: HashMap::new(),
             local_call_ids: HashSet::new(),
-            deferred: Vec::new(),
+            deferred: BTreeMap::new(),
             admitted: HashMap::new(),
+            last_release: None,
+            pace_gate: None,
             stats: SurvivalStats::default(),
             cfg,
         }
@@ -379,7 +391,14 @@ impl Edge {
         };
         consider(self.sv.failfast.poll_timeout());
         consider(self.sv.blf.poll_timeout());
-        consider(self.sv.pacer.as_ref().and_then(|p| p.poll_timeout()));
+        let gate = self.sv.pace_gate.map(|g| self.ms(g));
+        consider(
+            self.sv
+                .pacer
+                .as_ref()
+                .and_then(|p| p.poll_timeout())
+                .map(|p| gate.map_or(p, |g| p.max(g))),
+        );
         for (_, r) in self.sv.takeover.values() {
             consider(*r);
         }
@@ -426,6 +445,7 @@ impl Edge {
                 self.sv_start_resync(now, outage, divisor);
             }
         }
+        self.sv_release_deferred(now);
         self.sv_pace(now);
         // Re-REGISTERs with no answer.
         let lost: Vec<(String, BindingKey)> = self
@@ -460,22 +480,6 @@ impl Edge {
         self.sv
             .admitted
             .retain(|_, at| now.saturating_duration_since(*at) < ADMIT_HOLD);
-        // Deactivations waiting for the watched phone's local calls to end.
-        if !self.sv.deferred.is_empty() {
-            let due: Vec<String> = self
-                .sv
-                .deferred
-                .iter()
-                .filter(|(id, since)| {
-                    now.saturating_duration_since(*since) >= DEFER_MAX || !self.sv_busy_locally(id)
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            self.sv.deferred.retain(|(id, _)| !due.contains(id));
-            for id in due {
-                self.sv_send_notify(now, &id, true);
-            }
-        }
         if self.sv.local_call_ids.len() > 10_000
             || self.sv.pacer.as_ref().is_some_and(|p| p.is_done())
         {
@@ -499,7 +503,10 @@ impl Edge {
             UplinkEvent::Transition {
                 to: UplinkKind::Down,
                 ..
-            } => self.sv_take_over(now),
+            } => {
+                self.sv_take_over(now);
+                self.sv_reclaim_invites(now);
+            }
             UplinkEvent::ResyncAllowed {
                 outage_since,
                 rate_divisor,
@@ -644,7 +651,11 @@ impl Edge {
                     });
                 }
             }
-            return msg.cseq().is_some_and(|c| c.method == Method::Invite);
+            // The answer to our own CANCEL of it is ours too: relayed, it
+            // would reach the caller without a Via of its own.
+            return msg
+                .cseq()
+                .is_some_and(|c| matches!(c.method, Method::Invite | Method::Cancel));
         }
         false
     }
@@ -664,7 +675,7 @@ impl Edge {
             return true;
         }
         let Some(tx) = self.sv.notifies.get(branch) else {
-            return false;
+            return !self.cloud_usable() && self.sv_shortcut_response(now, branch, msg);
         };
         let status = msg.status().unwrap_or(0);
         if status < 200 {
@@ -678,6 +689,72 @@ impl Edge {
             NotifyOutcome::Rejected(status)
         };
         self.sv_notify_outcome(now, &id, outcome);
+        true
+    }
+
+    /// The cloud is gone while a call between two site phones that it
+    /// routed is being set up (the callee's leg came back through holdline):
+    /// the callee's answers would go to the dead cloud and be lost, so they
+    /// go straight to the caller instead, over the leg holdline forwarded
+    /// (its Via is under the cloud's). The caller's ACK and BYE already go
+    /// straight to the callee (in-dialog requests while not usable). True
+    /// when relayed this way.
+    fn sv_shortcut_response(&mut self, now: Instant, branch: &str, msg: &Message) -> bool {
+        let Some(r) = self.routes.get(branch).copied() else {
+            return false;
+        };
+        if r.side != Side::Wan || r.peer != self.cfg.cloud {
+            return false;
+        }
+        // Ours (to the callee), the cloud's, ours (from the caller), the caller's.
+        let branches: Vec<String> = msg
+            .vias()
+            .take(3)
+            .map(|v| v.branch().unwrap_or_default().to_string())
+            .collect();
+        let Some(up) = branches.get(2).filter(|b| b.starts_with(BRANCH_PREFIX)) else {
+            return false;
+        };
+        let Some(caller) = self.routes.get(up.as_str()).copied() else {
+            return false;
+        };
+        if caller.side != Side::Lan || msg.via_count() < 4 {
+            return false;
+        }
+        let up = up.clone();
+        let status = msg.status().unwrap_or(0);
+        if status < 200 && caller.final_relayed {
+            return true; // overtaken by the final
+        }
+        let mut m = msg.clone();
+        for _ in 0..3 {
+            m.pop_via();
+        }
+        self.sv.failfast.answered(&up);
+        if status >= 200 {
+            self.sv.ff.remove(&up);
+            for b in [branch, up.as_str()] {
+                if let Some(rt) = self.routes.get_mut(b) {
+                    rt.final_relayed = true;
+                }
+            }
+        }
+        if m.cseq().is_some_and(|c| c.method == Method::Invite) {
+            if let (Some(cid), Some(ft)) = (m.call_id(), m.from_tag()) {
+                let tt = m.to_tag().map(str::to_string);
+                for dir in [Direction::Inbound, Direction::Outbound] {
+                    self.calls
+                        .on_invite_response(now, (cid, ft, dir), status, tt.as_deref());
+                }
+            }
+        }
+        self.sv.stats.direct_in_dialog += 1;
+        self.transmits.push_back(Transmit {
+            side: Side::Lan,
+            to: caller.peer,
+            bytes: m.to_bytes(),
+        });
+        self.sv_blf_refresh(now);
         true
     }
 
@@ -795,7 +872,44 @@ impl Edge {
         };
         self.probe.on_transaction_timeout(now, ff.sent_at);
         self.drain_uplink_events(now);
+        self.sv_leave_cloud(now, branch, ff);
+    }
+
+    /// At Down: INVITEs still waiting at the cloud for a final answer
+    /// (a 100 Trying stops fail-fast and the caller's retransmissions, but
+    /// the dead cloud will never forward them) are taken back and routed
+    /// here, unless they already reached their callee through holdline.
+    fn sv_reclaim_invites(&mut self, now: Instant) {
+        let mut pending: Vec<String> = self.sv.ff.keys().cloned().collect();
+        pending.sort();
+        for b in pending {
+            self.sv.failfast.answered(&b);
+            if let Some(ff) = self.sv.ff.remove(&b) {
+                self.sv_leave_cloud(now, &b, ff);
+            }
+        }
+    }
+
+    /// An INVITE the cloud has not answered is taken back: cancelled
+    /// upstream and routed here when a local route exists (else left with
+    /// the cloud).
+    fn sv_leave_cloud(&mut self, now: Instant, branch: &str, ff: FfInvite) {
         let call_id = ff.original.call_id().unwrap_or_default().to_string();
+        let from_tag = ff.original.from_tag().unwrap_or_default().to_string();
+        if self
+            .calls
+            .get(&call_id, &from_tag, Direction::Inbound)
+            .is_some()
+        {
+            // The cloud already delivered it to the site phone through
+            // holdline: a second INVITE would be a merged request (482).
+            // Its answers come back by the shortcut (sv_shortcut_response).
+            self.sv_log(
+                now,
+                format!("fail-fast: INVITE {call_id} already reached its callee: left as it is"),
+            );
+            return;
+        }
         let decision = {
             let dir = |n: &str| self.is_site_number(n);
             self.sv.policy.after_fail_fast(&ff.callee, &dir)
@@ -974,6 +1088,23 @@ impl Edge {
                     return true;
                 }
                 let callee = msg.request_uri().and_then(uri_user).unwrap_or_default();
+                if !usable && self.sv.ff.contains_key(&key) {
+                    // A retransmission of an INVITE sent to the cloud before
+                    // it went Down and still unanswered: take it back now
+                    // (as fail-fast would), never route it a second time.
+                    let local = {
+                        let dir = |n: &str| self.is_site_number(n);
+                        self.sv.policy.after_fail_fast(&callee, &dir)
+                    };
+                    if local == FailFastDecision::KeepWaiting {
+                        return false; // left with the cloud: forwarded again
+                    }
+                    self.sv.failfast.answered(&key);
+                    if let Some(ff) = self.sv.ff.remove(&key) {
+                        self.sv_leave_cloud(now, &key, ff);
+                    }
+                    return true;
+                }
                 let route = {
                     let dir = |n: &str| self.is_site_number(n);
                     self.sv.policy.new_call(&callee, self.uplink_view(), &dir)
@@ -1100,20 +1231,36 @@ impl Edge {
                 .is_some_and(|at| now.saturating_duration_since(*at) < ADMIT_HOLD);
             let admit = if admitted {
                 resync::Admission::Forward
+            } else if self.sv_pace_gated(now) {
+                resync::Admission::AnswerLocally
             } else {
                 match self.sv.pacer.as_mut() {
                     Some(pc) => pc.admit_phone_refresh(t, &key),
                     None => resync::Admission::Forward,
                 }
             };
+            if admit == resync::Admission::Forward && !admitted {
+                self.sv.last_release = Some(now);
+            }
             if admit == resync::Admission::Forward {
                 self.sv.admitted.entry(key.clone()).or_insert(now);
                 let branch = self.our_branch(Side::Lan, msg);
                 self.sv.resync_fwd.insert(branch, key);
                 return false;
             }
+            // Refused for the pace only: answered here, with an expiry
+            // short enough that the phone asks again soon (with the
+            // survival expiry an unlucky phone lost 30-60 s per refusal
+            // and could miss the resync; incident_sim seed 57).
+            let soon = RegistrarConfig {
+                expiry_min: PACE_RETRY.0,
+                expiry_max: PACE_RETRY.1,
+            };
+            self.sv_register_locally(now, from, msg, &p, &soon);
+            return true;
         }
-        self.sv_register_locally(now, from, msg, &p);
+        let cfg = self.sv.cfg.registrar;
+        self.sv_register_locally(now, from, msg, &p, &cfg);
         true
     }
 
@@ -1123,6 +1270,7 @@ impl Edge {
         from: Peer,
         msg: &Message,
         p: &PendingRegister,
+        expiry: &RegistrarConfig,
     ) {
         let t = self.unix(now);
         let mut writes = Vec::new();
@@ -1152,8 +1300,7 @@ impl Edge {
                 instance_id: c.instance.as_deref(),
                 requested_expires: c.expires.or(p.expires),
             };
-            let decision =
-                registrar::decide(&self.sv.cfg.registrar, &known, &reg, &mut self.sv.rng);
+            let decision = registrar::decide(expiry, &known, &reg, &mut self.sv.rng);
             match decision {
                 registrar::Decision::Refresh { index, expires, .. } => {
                     let Some(old) = existing.get(index) else {
@@ -1711,6 +1858,8 @@ impl Edge {
             .map(|(id, _)| id.clone())
             .collect();
         let nsubs = subs.len();
+        // Every subscription still served here is in the new queue.
+        self.sv.deferred.clear();
         let mode = if self.sv.cfg.trusted {
             ResyncMode::Trusted
         } else {
@@ -1723,6 +1872,10 @@ impl Edge {
         let seed = self.sv.rng.next_u64();
         let pacer = ResyncPacer::new(t, cfg, rate_divisor, mode, plan, subs, Rng::seeded(seed));
         let rate = pacer.rate();
+        self.sv.pace_gate = self
+            .sv
+            .last_release
+            .map(|l| l + Duration::from_millis(1000_u64.div_ceil(u64::from(rate.max(1)))));
         self.sv.pacer = Some(pacer);
         self.sv.finished_reported = false;
         self.sv_log(
@@ -1736,17 +1889,83 @@ impl Edge {
         self.sv_check_resync_done(now);
     }
 
+    /// True while a new resync must not release yet (see `pace_gate`).
+    fn sv_pace_gated(&mut self, now: Instant) -> bool {
+        match self.sv.pace_gate {
+            Some(g) if now < g => true,
+            Some(_) => {
+                self.sv.pace_gate = None;
+                false
+            }
+            None => false,
+        }
+    }
+
     fn sv_pace(&mut self, now: Instant) {
         let t = self.ms(now);
+        if self.sv_pace_gated(now) {
+            return;
+        }
         while let Some(action) = self.sv.pacer.as_mut().and_then(|p| p.poll_action(t)) {
+            self.sv.last_release = Some(now);
             match action {
                 PacerAction::ReRegister(key) => self.sv_reregister(now, key),
                 PacerAction::TerminateSubscription(id) => {
-                    if self.sv_busy_locally(&id) {
-                        self.sv.deferred.push((id, now));
+                    // Held back (see sv_release_deferred) while a NOTIFY of
+                    // this dialog is still out (deactivating now would queue
+                    // the final NOTIFY behind it and send it later, beside
+                    // the pace), or while the watched phone is in a call the
+                    // cloud never saw (at most DEFER_MAX).
+                    let since = self.sv.deferred.remove(&id).map_or(now, |(s, _)| s);
+                    let waited_out = now.saturating_duration_since(since) >= DEFER_MAX;
+                    if self.sv_notify_out(&id) || (!waited_out && self.sv_busy_locally(&id)) {
+                        self.sv.deferred.insert(id, (since, false));
                     } else {
                         self.sv_send_notify(now, &id, true);
                     }
+                }
+            }
+        }
+    }
+
+    /// A NOTIFY of this subscription is waiting for its answer.
+    fn sv_notify_out(&self, id: &str) -> bool {
+        self.sv.notifies.values().any(|n| n.sub == id)
+    }
+
+    /// Deactivations held back while the watched phone was in a local call
+    /// go back to the pacer's queue once the call ended (or after
+    /// [`DEFER_MAX`]): they are sent against a token of their own, never
+    /// beside the pace, and a busy phone costs one token, not one per poll.
+    fn sv_release_deferred(&mut self, now: Instant) {
+        if self.sv.deferred.is_empty() {
+            return;
+        }
+        let t = self.ms(now);
+        let ready: Vec<String> = self
+            .sv
+            .deferred
+            .iter()
+            .filter(|(id, (since, queued))| {
+                !*queued
+                    && !self.sv_notify_out(id)
+                    && (now.saturating_duration_since(*since) >= DEFER_MAX
+                        || !self.sv_busy_locally(id))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ready {
+            match self.sv.pacer.as_mut() {
+                // Stays in `deferred` (as queued) until the pacer releases it.
+                Some(p) => {
+                    p.put_back_subscription(t, id.clone());
+                    if let Some(d) = self.sv.deferred.get_mut(&id) {
+                        d.1 = true;
+                    }
+                }
+                None => {
+                    self.sv.deferred.remove(&id);
+                    self.sv_send_notify(now, &id, true);
                 }
             }
         }

@@ -990,6 +990,127 @@ fn in_dialog_requests_of_a_backup_route_call_go_to_the_gateway_not_the_cloud() {
     );
 }
 
+// ------------------------------------------------- found by the incident sim
+
+fn invites_to<'a>(out: &'a [(Transmit, Message)], to: &str) -> Vec<&'a Message> {
+    out.iter()
+        .filter(|(tx, m)| tx.to == peer(to) && m.method() == Some(&Method::Invite))
+        .map(|(_, m)| m)
+        .collect()
+}
+
+fn top_branch(m: &Message) -> String {
+    m.top_via()
+        .and_then(|v| v.branch().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn sim_an_invite_the_dead_cloud_only_said_trying_to_is_taken_back_at_down_and_routed_once() {
+    // incident_sim seeds 1 and 36: the cloud answered 100 Trying (so
+    // fail-fast was satisfied and the caller stopped retransmitting) and
+    // died before forwarding; or the caller's retransmission after Down was
+    // routed locally while fail-fast later routed the same INVITE again
+    // (the callee answered the second one 482 Loop Detected).
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    let inv = invite("alice", "bob", "c-reclaim", "10.0.0.5:5062");
+    t.sends(ALICE, &inv);
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    t.cloud_sends(&answer(&fwd, 100, ""));
+    let _ = t.out_no_probes();
+    t.force(Mode::ForcedDown);
+    let out = t.out_no_probes();
+    let to_bob = invites_to(&out, BOB);
+    assert_eq!(to_bob.len(), 1, "taken back at Down: {out:?}");
+    let local = top_branch(to_bob[0]);
+    assert!(out
+        .iter()
+        .any(|(tx, m)| tx.to == peer(CLOUD) && m.method() == Some(&Method::Cancel)));
+    // The caller retransmits: the same local leg (same branch), never a new one.
+    t.sends(ALICE, &inv);
+    let mut out = t.out_no_probes();
+    out.extend(t.advance(Duration::from_secs(3)));
+    for m in invites_to(&out, BOB) {
+        assert_eq!(top_branch(m), local, "a second INVITE to bob: {out:?}");
+    }
+}
+
+#[test]
+fn sim_the_clouds_answer_to_our_own_cancel_is_not_relayed_to_the_caller() {
+    // incident_sim seed 6: the 481 to holdline's fail-fast CANCEL was sent
+    // on to the caller with no Via left.
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.sends(ALICE, &invite("alice", "bob", "c-cancel", "10.0.0.5:5062"));
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    let out = t.advance(Duration::from_millis(1_100));
+    let cancel = out
+        .iter()
+        .find(|(tx, m)| tx.to == peer(CLOUD) && m.method() == Some(&Method::Cancel))
+        .map(|(_, m)| m.clone())
+        .expect("CANCEL upstream");
+    t.cloud_sends(&answer(&cancel, 481, ""));
+    t.cloud_sends(&answer(&cancel, 200, ""));
+    let out = t.out_no_probes();
+    assert!(
+        out.iter().all(|(tx, _)| tx.to != peer(ALICE)),
+        "answers to holdline's CANCEL reached the caller: {out:?}"
+    );
+}
+
+#[test]
+fn sim_a_call_the_cloud_routed_back_to_a_site_phone_completes_when_the_cloud_dies_while_it_rings() {
+    // incident_sim seed 3: the cloud died after forwarding the INVITE back
+    // to the callee through holdline; the callee's 200 went to the dead
+    // cloud, the caller rang until it gave up.
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.sends(ALICE, &invite("alice", "bob", "c-short", "10.0.0.5:5062"));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 100, ""));
+    let _ = t.out_no_probes();
+    // The cloud proxies it to bob's contact through holdline.
+    let mut back = fwd.clone();
+    back.push_via("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKcloud-short")
+        .expect("via");
+    back.set_request_uri("sip:bob@10.0.0.6:5060").expect("ruri");
+    t.cloud_sends(&String::from_utf8_lossy(&back.to_bytes()));
+    let (tx, at_bob) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    t.force(Mode::ForcedDown);
+    let out = t.out_no_probes();
+    assert!(
+        invites_to(&out, BOB).is_empty(),
+        "the INVITE already reached bob: no second one: {out:?}"
+    );
+    t.sends(BOB, &phone_answer(&at_bob, 180));
+    t.sends(BOB, &phone_answer(&at_bob, 200));
+    let out = t.out_no_probes();
+    let to_alice: Vec<&Message> = out
+        .iter()
+        .filter(|(tx, _)| tx.to == peer(ALICE))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(
+        to_alice
+            .iter()
+            .filter_map(|m| m.status())
+            .collect::<Vec<_>>(),
+        vec![180, 200],
+        "{out:?}"
+    );
+    for m in to_alice {
+        assert_eq!(m.via_count(), 1);
+        assert_eq!(top_branch(m), "z9hG4bK-c-short");
+    }
+}
+
 #[test]
 fn answers_from_the_backup_route_are_no_evidence_that_the_cloud_is_back() {
     let backup = peer("192.0.2.99:5060");
