@@ -1202,3 +1202,120 @@ fn the_refresh_of_a_subscription_served_here_is_answered_here_not_404() {
     let (tx, r) = t.one();
     assert_eq!((tx.to, r.status()), (peer(ALICE), Some(481)));
 }
+
+/// Distinct holdline branches of the INVITEs sent to `to` (Timer A
+/// repeats one leg; a second branch would be a second leg).
+fn invite_legs(out: &[(Transmit, Message)], to: Peer) -> BTreeSet<String> {
+    out.iter()
+        .filter(|(tx, m)| tx.to == to && m.method() == Some(&Method::Invite))
+        .filter_map(|(_, m)| m.top_via().and_then(|v| v.branch()).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_call_whose_invite_straddles_the_kill_gets_one_local_leg_and_its_bye_reaches_the_callee() {
+    // bench finding 1: INVITE to the dying cloud, Down from transport
+    // errors, the caller's retransmission 500 ms later
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    let inv = invite("alice", "bob", "st1", "10.0.0.5:5062");
+    t.sends(ALICE, &inv);
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    for i in 0..3u64 {
+        let at = t.now + Duration::from_millis(i);
+        t.edge.handle_transport_error(at, Side::Wan, peer(CLOUD));
+    }
+    assert_eq!(t.edge.probe().state_name(), "down");
+    let mut seen = t.advance(Duration::from_millis(500));
+    t.sends(ALICE, &inv);
+    seen.extend(t.advance(Duration::from_secs(2)));
+    let legs = invite_legs(&seen, peer(BOB));
+    assert_eq!(legs.len(), 1, "one leg to bob: {legs:?}");
+    let to_bob = &seen
+        .iter()
+        .find(|(tx, m)| tx.to == peer(BOB) && m.method() == Some(&Method::Invite))
+        .expect("INVITE to bob")
+        .1;
+    t.sends(BOB, &phone_answer(to_bob, 180));
+    t.sends(BOB, &phone_answer(to_bob, 200));
+    let out = t.out_no_probes();
+    for code in [180, 200] {
+        let (tx, r) = out
+            .iter()
+            .find(|(_, m)| m.status() == Some(code))
+            .expect("relayed to alice");
+        assert_eq!(tx.to, peer(ALICE));
+        // holdline's own two entries (one per leg, both on the LAN), no more
+        assert_eq!(r.record_routes().len(), 2, "{r:?}");
+    }
+    let bye = "BYE sip:bob@10.0.0.6:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKstbye;rport\r\n\
+        Route: <sip:10.0.0.1:5060;lr>, <sip:10.0.0.1:5060;lr>\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@cloud.test>;tag=f-st1\r\nTo: <sip:bob@cloud.test>;tag=callee\r\n\
+        Call-ID: st1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.sends(ALICE, bye);
+    let (tx, b) = t.one();
+    assert_eq!((tx.to, b.method()), (peer(BOB), Some(&Method::Bye)));
+    assert!(b.routes().is_empty());
+    t.sends(BOB, &phone_answer(&b, 200));
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
+}
+
+#[test]
+fn the_callees_2xx_retransmission_reaches_the_caller_once_the_cloud_is_down_while_it_rang() {
+    // bench finding 2: a call relayed by the cloud back to a site phone,
+    // ringing when the cloud is killed; the callee's 200 went to the dead
+    // cloud, its retransmissions must reach the caller from holdline
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.sends(ALICE, &invite("alice", "bob", "r1", "10.0.0.5:5062"));
+    let (tx, up) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    let mut down = String::from("INVITE sip:bob@10.0.0.6:5060 SIP/2.0\r\n");
+    down.push_str("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKcloud-r1\r\n");
+    for v in up.header_values("Via") {
+        down.push_str(&format!("Via: {v}\r\n"));
+    }
+    down.push_str("Route: <sip:198.51.100.1:5060;lr>\r\n");
+    down.push_str("Record-Route: <sip:192.0.2.10:5060;lr>\r\n");
+    for v in up.header_values("Record-Route") {
+        down.push_str(&format!("Record-Route: {v}\r\n"));
+    }
+    for h in ["From", "To", "Call-ID", "CSeq", "Contact"] {
+        down.push_str(&format!("{h}: {}\r\n", up.header(h).expect("header")));
+    }
+    down.push_str("Max-Forwards: 69\r\nContent-Length: 0\r\n\r\n");
+    t.cloud_sends(&down);
+    let (tx, inb) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    t.sends(BOB, &phone_answer(&inb, 180));
+    let (tx, ringing) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    let mut back = ringing.clone();
+    back.pop_via();
+    t.cloud_sends(&String::from_utf8_lossy(&back.to_bytes()));
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(ALICE));
+    // the cloud is killed; bob answers: still Up, so the 200 goes to the
+    // cloud, whose closed port answers ICMP (transport errors)
+    let ok = phone_answer(&inb, 200);
+    t.sends(BOB, &ok);
+    let (tx, _) = t.one();
+    assert_eq!(tx.to, peer(CLOUD));
+    for i in 0..3u64 {
+        let at = t.now + Duration::from_millis(i);
+        t.edge.handle_transport_error(at, Side::Wan, peer(CLOUD));
+    }
+    let _ = t.advance(Duration::from_millis(700));
+    assert_eq!(t.edge.probe().state_name(), "down");
+    // bob's first retransmission (T1 later) reaches alice at once
+    t.sends(BOB, &ok);
+    let (tx, r) = t.one();
+    assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
+    assert_eq!(r.via_count(), 1, "alice's own Via only: {r:?}");
+}
