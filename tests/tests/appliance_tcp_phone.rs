@@ -320,3 +320,113 @@ fn a_tcp_phone_whose_connection_closed_is_reached_at_its_contact_else_the_cloud_
         "{status_json}"
     );
 }
+
+/// Reads datagrams on `s` until one matches `pred`.
+fn recv_until(s: &UdpSocket, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = pred(&m);
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+    }
+    panic!("the phone did not get what it waited for; it got {seen:#?}");
+}
+
+#[test]
+fn a_udp_phones_invite_gets_holdlines_100_at_once_and_a_retransmission_is_not_forwarded_again() {
+    let block = Block::allocate();
+    let cloud_addr = SocketAddr::new(block.cloud().into(), 5060);
+    assert!(net::udp_port_free(block.cloud(), 5060));
+    let cloud = Cloud::start(cloud_addr);
+    let hl = Holdline::start(HoldlineOpts::new(&block)).expect("holdline starts");
+    let phone_addr = SocketAddr::new(block.phone(2).into(), 5060);
+    let phone = UdpSocket::bind(phone_addr).expect("phone socket");
+    let inv = format!(
+        "INVITE sip:5551234@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {phone_addr};branch=z9hG4bK-u1;rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:dave@{DOMAIN}>;tag=d1\r\n\
+         To: <sip:5551234@{DOMAIN}>\r\n\
+         Call-ID: udp-call-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:dave@{phone_addr}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    phone
+        .send_to(inv.as_bytes(), hl.lan())
+        .expect("INVITE sent");
+    // holdline's 100, before the cloud has said anything
+    let got = recv_until(&phone, |m| status(m).is_some());
+    assert_eq!(status(&got[0]), Some(100), "{got:#?}");
+    assert_eq!(header(&got[0], "Call-ID"), "udp-call-1");
+    let at_cloud = cloud.until(|m| m.starts_with("INVITE "));
+    let fwd = at_cloud.last().expect("INVITE").clone();
+    // the cloud's own 100 stays with holdline; its 180 goes through
+    let hl_wan = hl.wan();
+    let to_hl = |m: String| {
+        cloud.sock.send_to(m.as_bytes(), hl_wan).expect("sent");
+    };
+    to_hl(reply(&fwd, 100, "Trying at the cloud", ""));
+    to_hl(reply(&fwd, 180, "Ringing", ""));
+    let got = recv_until(&phone, |m| status(m) == Some(180));
+    assert!(
+        got.iter().all(|m| !m.contains("Trying at the cloud")),
+        "{got:#?}"
+    );
+    // the phone retransmits (it missed our answers): it gets the 180 again;
+    // the cloud no second INVITE
+    phone
+        .send_to(inv.as_bytes(), hl.lan())
+        .expect("INVITE again");
+    let again = recv_until(&phone, |m| status(m).is_some());
+    assert_eq!(status(&again[0]), Some(180), "{again:#?}");
+    // the final ends it; whatever reached the cloud by then holds no
+    // second INVITE (a forwarded one would have come long before the 486
+    // went back)
+    to_hl(reply(&fwd, 486, "Busy Here", ""));
+    let got = recv_until(&phone, |m| status(m) == Some(486));
+    assert!(got.iter().all(|m| status(m) != Some(100)), "{got:#?}");
+    let ack = inv
+        .replace("INVITE sip:5551234", "ACK sip:5551234")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replacen(
+            &format!("To: <sip:5551234@{DOMAIN}>"),
+            &format!("To: <sip:5551234@{DOMAIN}>;tag=t486"),
+            1,
+        );
+    phone.send_to(ack.as_bytes(), hl.lan()).expect("ACK sent");
+    let seen = cloud.until(|m| m.starts_with("ACK "));
+    // Every INVITE the cloud got is the first or one of holdline's own
+    // Timer A repetitions (none unless the cloud's 100 took over 500 ms):
+    // the phone's retransmission never went on.
+    let invites = at_cloud
+        .iter()
+        .chain(seen.iter())
+        .filter(|m| m.starts_with("INVITE "))
+        .count() as u64;
+    let status_json = hl.console_json(&["status"]).expect("status");
+    let v: serde_json::Value = serde_json::from_str(&status_json).expect("JSON");
+    let repeated = v
+        .pointer("/status/invite_retransmissions")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("invite_retransmissions in {status_json}"));
+    assert_eq!(
+        invites,
+        1 + repeated,
+        "the retransmission was forwarded: {seen:#?}"
+    );
+    assert!(status_json.contains("\"trying_sent\":1"), "{status_json}");
+    assert!(
+        status_json.contains("\"trying_dropped\":1"),
+        "{status_json}"
+    );
+}
