@@ -1,11 +1,11 @@
 //! A call between two site phones set up through the Kamailio cloud, and the
 //! cloud killed mid-call (issue 4.2, in-dialog requests): holdline knows both
-//! legs, so the caller's re-INVITE and then its BYE still reach the other
-//! phone (straight from holdline, without the dead cloud) and get their 200s;
-//! no call is left hanging; the same for a BYE from the callee. And a call
-//! set up during the outage (the cloud never saw it) keeps running after the
-//! cloud is back and up, its re-INVITE and BYE still going phone to phone
-//! (issue 4.5).
+//! legs, so the caller's re-INVITE, INFO, UPDATE and then its BYE still
+//! reach the other phone (straight from holdline, without the dead cloud)
+//! and get their 200s; no call is left hanging; the same for a BYE from the
+//! callee. And a call set up during the outage (the cloud never saw it)
+//! keeps running after the cloud is back and up, its in-dialog requests
+//! still going phone to phone (issue 4.5).
 //!
 //! Generous bounds only; every process stopped by the test (kill on Drop).
 
@@ -72,8 +72,10 @@ fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_af
                 .messages
                 .iter()
                 .any(|m| m.status() == Some(200) && m.header("CSeq") == Some("10 INVITE"))
+            && common::got_answer(&caller.messages, "INFO", 200)
+            && common::got_answer(&caller.messages, "UPDATE", 200)
             && common::got_answer(&caller.messages, "BYE", 200),
-        "the caller's re-INVITE or BYE failed after the cloud died: {caller}\n{}\n{}",
+        "the caller's re-INVITE, INFO, UPDATE or BYE failed after the cloud died: {caller}\n{}\n{}",
         hl.console_json(&["show", "resync"]).unwrap_or_default(),
         hl.log()
     );
@@ -98,9 +100,16 @@ fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_af
         .iter()
         .find(|m| m.header("CSeq").is_some_and(|c| c.starts_with("10 ")))
         .expect("the re-INVITE");
-    let bye = callee.received("BYE");
-    let bye = bye.first().expect("the BYE");
-    for m in [*reinvite, *bye] {
+    let mut in_dialog = vec![*reinvite];
+    for method in ["INFO", "UPDATE", "BYE"] {
+        let got = callee.received(method);
+        in_dialog.push(
+            got.first()
+                .copied()
+                .unwrap_or_else(|| panic!("no {method}: {callee}")),
+        );
+    }
+    for m in in_dialog {
         assert_eq!(via_count(m), 2, "not sent straight by holdline: {m:?}");
         let top = m.header("Via").unwrap_or_default();
         assert!(top.contains(&hl.lan().to_string()), "top Via {top:?}");
@@ -111,7 +120,7 @@ fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_af
     }
     let resync = hl.console_json(&["show", "resync"]).expect("show resync");
     assert!(
-        json_u64(&resync, "direct_in_dialog").is_some_and(|n| n >= 2),
+        json_u64(&resync, "direct_in_dialog").is_some_and(|n| n >= 4),
         "{resync}"
     );
     // holdline saw the call end.
@@ -189,6 +198,8 @@ fn a_call_set_up_during_the_outage_keeps_running_after_the_cloud_is_back_and_end
                 .messages
                 .iter()
                 .any(|m| m.status() == Some(200) && m.header("CSeq") == Some("10 INVITE"))
+            && common::got_answer(&caller.messages, "INFO", 200)
+            && common::got_answer(&caller.messages, "UPDATE", 200)
             && common::got_answer(&caller.messages, "BYE", 200),
         "the call set up during the outage did not end normally: {caller}\n{}",
         hl.log()
