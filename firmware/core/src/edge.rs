@@ -2002,9 +2002,13 @@ impl Edge {
             self.drain_uplink_events(now);
             return;
         }
-        // Any response from the next hop ends Timer A/B of an INVITE and
-        // the wait for a new TCP connection.
-        self.invite_tx.remove(&branch);
+        // Any response to the INVITE from the next hop ends its Timer A/B
+        // (not the answer to a CANCEL, which shares the branch: the INVITE
+        // itself may still be unanswered); any response ends the wait for
+        // a new TCP connection.
+        if msg.cseq().is_some_and(|c| c.method == Method::Invite) {
+            self.invite_tx.remove(&branch);
+        }
         self.dialing.remove(&branch);
         if side == Side::Wan {
             // Any response ends the "cloud silent" watch.
@@ -2072,7 +2076,11 @@ impl Edge {
             return;
         }
         let cseq_method = msg.cseq().map(|c| c.method);
-        if status >= 200 {
+        // The answer to a CANCEL shares the INVITE's branch but is no final
+        // of the INVITE: the INVITE's own final (487) is still to come, and
+        // its retransmissions must never be answered with the CANCEL's 200.
+        let final_of_request = status >= 200 && cseq_method != Some(Method::Cancel);
+        if final_of_request {
             if let Some(r) = self.routes.get_mut(&branch) {
                 // Keep a little while for retransmitted finals.
                 r.until = r.until.min(now + Duration::from_secs(32));
@@ -2145,7 +2153,7 @@ impl Edge {
             }
         }
         let invite_2xx = cseq_method == Some(Method::Invite) && (200..300).contains(&status);
-        if status >= 200
+        if final_of_request
             && !invite_2xx
             && ret.is_some()
             && (self.finals.len() < MAX_FINALS || self.finals.contains_key(&branch))

@@ -1684,3 +1684,43 @@ fn timer_b_a_call_left_with_a_silent_cloud_gets_503_once_it_is_down_not_a_late_4
     assert!(later.iter().all(|(_, tx, _)| tx.to != alice), "{later:?}");
     assert_eq!(t.edge.stats().invite_timeouts, 0);
 }
+
+#[test]
+fn timer_b_the_answer_to_a_cancel_does_not_stop_the_invites_timers() {
+    let mut t = T::new();
+    let start = t.now;
+    let inv = lan_invite("alice", "bob", "z9hG4bKt7", PHONE);
+    t.phone_sends(&inv);
+    let fwd = t.one().1;
+    let cancel = inv
+        .replace("INVITE sip:bob", "CANCEL sip:bob")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    t.phone_sends(&cancel);
+    let (tx, c) = t.one();
+    assert_eq!((tx.to, c.method()), (peer(CLOUD), Some(&Method::Cancel)));
+    // the cloud answers the CANCEL (481: it never had the INVITE) and
+    // nothing else
+    t.cloud_sends(&answer(&c, 481, "Call/Transaction Does Not Exist", ""));
+    assert_eq!(t.one().1.status(), Some(481));
+    // a retransmitted INVITE is not answered with the CANCEL's final
+    t.phone_sends(&inv);
+    let (tx, r) = t.out().remove(0);
+    assert_eq!((tx.to, r.status()), (peer(PHONE), Some(100)));
+    let seen = run_until_probed(&mut t, start + Duration::from_secs(33), true);
+    let repeated = seen
+        .iter()
+        .filter(|(_, tx, m)| tx.to == peer(CLOUD) && m.method() == Some(&Method::Invite))
+        .count();
+    assert!(repeated >= 5, "Timer A went on: {repeated}");
+    let finals: Vec<_> = seen
+        .iter()
+        .filter(|(_, tx, m)| tx.to == peer(PHONE) && m.status().is_some())
+        .collect();
+    assert!(!finals.is_empty(), "{seen:?}");
+    assert_eq!(finals[0].2.status(), Some(408));
+    assert_eq!(
+        finals[0].2.top_via().and_then(|v| v.branch()),
+        Some("z9hG4bKt7")
+    );
+    let _ = fwd;
+}
