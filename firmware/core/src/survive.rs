@@ -177,6 +177,10 @@ pub(super) struct Survival {
     ff: HashMap<String, FfInvite>,
     /// Upstream INVITEs cancelled by fail-fast: their late answers are dropped.
     abandoned: HashMap<String, (Message, Instant)>,
+    /// INVITEs left with their callee's leg when the cloud went silent (the
+    /// cloud had delivered them through holdline): never routed again, their
+    /// answers come by the shortcut.
+    reached: HashMap<String, Instant>,
     local_invites: HashMap<String, LocalInvite>,
     policy: RoutePolicy,
     rng: Rng,
@@ -240,6 +244,7 @@ impl Survival {
             failfast: FailFast::new(cfg.fail_fast),
             ff: HashMap::new(),
             abandoned: HashMap::new(),
+            reached: HashMap::new(),
             local_invites: HashMap::new(),
             policy,
             rng: Rng::seeded(cfg.seed),
@@ -374,7 +379,7 @@ impl Edge {
     /// An INVITE forwarded on this branch was cancelled upstream by
     /// survival and routed here instead (its timers stop).
     pub(super) fn sv_took_back(&self, branch: &str) -> bool {
-        self.sv.abandoned.contains_key(branch)
+        self.sv.abandoned.contains_key(branch) || self.sv.reached.contains_key(branch)
     }
 
     /// True while new requests go to the cloud first (Up, Suspect).
@@ -476,6 +481,9 @@ impl Edge {
         self.sv
             .abandoned
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < Duration::from_secs(40));
+        self.sv
+            .reached
+            .retain(|_, at| now.saturating_duration_since(*at) < Duration::from_secs(40));
         self.sv.local_invites.retain(|_, l| l.until > now);
         self.sv
             .admitted
@@ -731,6 +739,9 @@ impl Edge {
             m.pop_via();
         }
         self.sv.failfast.answered(&up);
+        // The callee answered: holdline's Timer A/B towards the dead cloud
+        // end as if the cloud had answered.
+        self.invite_tx.remove(&up);
         if status >= 200 {
             self.sv.ff.remove(&up);
             for b in [branch, up.as_str()] {
@@ -908,6 +919,9 @@ impl Edge {
                 now,
                 format!("fail-fast: INVITE {call_id} already reached its callee: left as it is"),
             );
+            // Not routed again by anyone (incident_sim seed 905: the reclaim
+            // of silent INVITEs at Down sent it a second time: 482).
+            self.sv.reached.insert(branch.to_string(), now);
             return;
         }
         let decision = {
@@ -1394,6 +1408,12 @@ impl Edge {
     // ---------------------------------------------------- subscriptions
 
     fn sv_take_over(&mut self, now: Instant) {
+        // The board is fed only while something is served here: bring it
+        // up to date first, or the first NOTIFY of each taken-over dialog
+        // shows the calls as they were at the last outage (incident_sim
+        // seed 709: a call confirmed just before the cloud died was never
+        // shown confirmed to a watcher whose next NOTIFY was held up).
+        self.sv_blf_feed(now);
         let t = self.unix(now);
         let ids: Vec<String> = self
             .subs
@@ -1555,6 +1575,30 @@ impl Edge {
         if self.sv.takeover.is_empty() {
             return;
         }
+        let changed = self.sv_blf_feed(now);
+        if changed.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self
+            .sv
+            .takeover
+            .iter()
+            .filter(|(_, (s, _))| s.package == Package::Dialog && s.is_local())
+            .map(|(id, _)| id.clone())
+            .filter(|id| {
+                self.subs
+                    .get(id)
+                    .is_some_and(|s| changed.contains(&s.target_uri))
+            })
+            .collect();
+        for id in ids {
+            self.sv_send_notify(now, &id, false);
+        }
+    }
+
+    /// Brings the BLF board up to date with the calls the edge tracks;
+    /// returns the entities whose state changed.
+    fn sv_blf_feed(&mut self, now: Instant) -> BTreeSet<String> {
         let t = self.ms(now);
         let mut changed: BTreeSet<String> = BTreeSet::new();
         let entries: Vec<(String, DialogEntry)> = self
@@ -1600,24 +1644,7 @@ impl Edge {
                 changed.insert(entity);
             }
         }
-        if changed.is_empty() {
-            return;
-        }
-        let ids: Vec<String> = self
-            .sv
-            .takeover
-            .iter()
-            .filter(|(_, (s, _))| s.package == Package::Dialog && s.is_local())
-            .map(|(id, _)| id.clone())
-            .filter(|id| {
-                self.subs
-                    .get(id)
-                    .is_some_and(|s| changed.contains(&s.target_uri))
-            })
-            .collect();
-        for id in ids {
-            self.sv_send_notify(now, &id, false);
-        }
+        changed
     }
 
     /// Builds and sends the next NOTIFY of a taken-over / local subscription

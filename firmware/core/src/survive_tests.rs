@@ -1319,3 +1319,66 @@ fn the_callees_2xx_retransmission_reaches_the_caller_once_the_cloud_is_down_whil
     assert_eq!((tx.to, r.status()), (peer(ALICE), Some(200)));
     assert_eq!(r.via_count(), 1, "alice's own Via only: {r:?}");
 }
+
+#[test]
+fn sim_the_first_take_over_notify_shows_the_calls_as_they_are_now() {
+    // incident_sim seed 709: the BLF board was fed only while something was
+    // served here, so the take-over NOTIFY showed the calls of the last
+    // outage: a call confirmed through the cloud just before it died was
+    // missing (and, with the next NOTIFY held up by loss, never shown).
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    subscribe_via_cloud(&mut t, 5, 3);
+    // bob calls out through the cloud, answered while the cloud is up
+    t.sends(BOB, &invite("bob", "5550100", "blf-now", "10.0.0.6:5060"));
+    let (_, fwd) = t.one();
+    t.cloud_sends(&answer(&fwd, 200, "Contact: <sip:gw@192.0.2.10:5060>\r\n"));
+    let (tx, ok) = t.one();
+    assert_eq!((tx.to, ok.status()), (peer(BOB), Some(200)));
+    t.force(Mode::ForcedDown);
+    let out = t.out_no_probes();
+    let n = out
+        .iter()
+        .find(|(tx, m)| tx.to == peer(ALICE) && m.method() == Some(&Method::Notify))
+        .map(|(_, m)| m)
+        .expect("take-over NOTIFY");
+    let body = String::from_utf8_lossy(n.body()).into_owned();
+    assert!(
+        body.contains("blf-now") && body.contains("confirmed"),
+        "{body}"
+    );
+}
+
+#[test]
+fn sim_an_invite_the_cloud_delivered_is_not_routed_again_at_down_even_when_its_trying_was_lost() {
+    // incident_sim seed 905: the cloud's 100 Trying was lost and the cloud
+    // died; at Down the INVITE counted as unanswered and was routed to the
+    // callee a second time, who answered 482 (merged request).
+    let mut t = T::new(SurvivalConfig::default());
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.sends(ALICE, &invite("alice", "bob", "c-lost100", "10.0.0.5:5062"));
+    let (_, fwd) = t.one();
+    let mut back = fwd.clone();
+    back.push_via("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKcloud-lost100")
+        .expect("via");
+    back.set_request_uri("sip:bob@10.0.0.6:5060").expect("ruri");
+    t.cloud_sends(&String::from_utf8_lossy(&back.to_bytes()));
+    let (tx, at_bob) = t.one();
+    assert_eq!(tx.to, peer(BOB));
+    t.force(Mode::ForcedDown);
+    let mut out = t.out_no_probes();
+    out.extend(t.advance(Duration::from_secs(3)));
+    // holdline's own retransmissions of the leg bob has (Timer A), never a new one
+    for m in invites_to(&out, BOB) {
+        assert_eq!(top_branch(m), top_branch(&at_bob), "a second INVITE to bob");
+    }
+    t.sends(BOB, &phone_answer(&at_bob, 200));
+    let out = t.out_no_probes();
+    assert!(
+        out.iter()
+            .any(|(tx, m)| tx.to == peer(ALICE) && m.status() == Some(200)),
+        "{out:?}"
+    );
+}
