@@ -96,6 +96,8 @@ pub struct Cloud {
     pub out: Vec<(Peer, Vec<u8>)>,
     pub accepted: Vec<Accepted>,
     pub notifies: u64,
+    /// Messages that reached the cloud and did not parse (an invariant).
+    pub unparseable: Vec<String>,
 }
 
 fn user_of_uri(uri: &str) -> String {
@@ -125,6 +127,7 @@ impl Cloud {
             out: Vec::new(),
             accepted: Vec::new(),
             notifies: 0,
+            unparseable: Vec::new(),
         }
     }
 
@@ -236,6 +239,8 @@ impl Cloud {
             return;
         }
         let Some(m) = parse(bytes) else {
+            self.unparseable
+                .push(String::from_utf8_lossy(bytes).into_owned());
             return;
         };
         if m.is_request() {

@@ -451,6 +451,9 @@ impl World {
                 any = true;
                 self.send(udp(net::CLOUD), to, b)?;
             }
+            if let Some(bad) = self.cloud.unparseable.first() {
+                return Err(format!("the cloud got an unparseable message: {bad}"));
+            }
             for a in std::mem::take(&mut self.cloud.accepted) {
                 if a.call_id.starts_with("reg-") {
                     self.chk.verified.insert((a.aor, a.contact));

@@ -45,6 +45,19 @@ pub fn uri_peer(uri: &str) -> Option<Peer> {
     crate::sim::net::udp_opt(&hp)
 }
 
+/// The branch of the first Via of a message we built (one Via line, with
+/// `branch=`), without parsing it all.
+fn first_branch(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .find(|l| l.starts_with("Via:"))
+        .and_then(|l| l.split("branch=").nth(1))
+        .and_then(|b| b.split([';', ',', ' ']).next())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// A response to `req` with extra header lines (`Name: value\r\n` each).
 pub fn response(req: &Message, code: u16, reason: &str, extra: &[(&str, String)]) -> Vec<u8> {
     let Ok(mut r) = holdline_sip::response_for(req, code, reason) else {
@@ -107,7 +120,7 @@ impl<K: Clone> Transactions<K> {
         invite: bool,
         key: K,
     ) {
-        let branch = parse(&bytes).map(|m| branch_of(&m)).unwrap_or_default();
+        let branch = first_branch(&bytes);
         out.push((to, bytes.clone()));
         self.txs.insert(
             branch,
