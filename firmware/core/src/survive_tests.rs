@@ -703,6 +703,50 @@ fn untrusted_resync_forwards_the_phones_own_refreshes_at_the_pace() {
     assert_eq!(p.bindings_total, 2);
 }
 
+/// Two phones refreshing in the same millisecond (phones in lock-step, as
+/// the rig's SIPp refreshers were): the pace (one token) lets the first
+/// through and answers the second here. That phone must be told to come
+/// back soon (10-20 s), and its next refresh, at half of that, must reach
+/// the cloud: survival_bench's untrusted resync left most phones out of the
+/// cloud because its phones ignored that expiry and came back in lock-step.
+#[test]
+fn untrusted_resync_a_refresh_refused_for_the_pace_comes_back_soon_and_goes_through() {
+    let mut t = T::new(SurvivalConfig {
+        trusted: false,
+        ..SurvivalConfig::default()
+    });
+    register_via_cloud(&mut t, "alice", ALICE, "10.0.0.5:5062");
+    register_via_cloud(&mut t, "bob", BOB, "10.0.0.6:5060");
+    t.force(Mode::ForcedDown);
+    let _ = t.out();
+    t.now += Duration::from_secs(1);
+    t.force(Mode::ForcedUp);
+    let _ = t.advance(Duration::from_secs(3));
+    t.sends(ALICE, &register("alice", "reg-alice", 3, "10.0.0.5:5062"));
+    t.sends(BOB, &register("bob", "reg-bob", 3, "10.0.0.6:5060"));
+    let out = t.out_no_probes();
+    let to_cloud = out.iter().filter(|(tx, _)| tx.to == peer(CLOUD)).count();
+    assert_eq!(to_cloud, 1, "one token: one refresh through {out:?}");
+    let (_, ok) = out
+        .iter()
+        .find(|(tx, _)| tx.to == peer(BOB))
+        .expect("bob answered here");
+    assert_eq!(ok.status(), Some(200));
+    let exp = contact_expires(ok);
+    assert!(
+        !exp.is_empty() && exp.iter().all(|e| (10..=20).contains(e)),
+        "the refused phone is told to come back soon: {exp:?}"
+    );
+    // bob refreshes at half his expiry, alone: on to the cloud
+    t.now += Duration::from_secs(u64::from(exp[0] / 2));
+    t.sends(BOB, &register("bob", "reg-bob", 4, "10.0.0.6:5060"));
+    let (tx, fwd) = t.one();
+    assert_eq!(tx.to, peer(CLOUD), "bob's next refresh goes through");
+    assert_eq!(fwd.method(), Some(&Method::Register));
+    let p = t.edge.resync_progress().expect("resync");
+    assert_eq!(p.bindings_released, 2);
+}
+
 #[test]
 fn phone_refresh_caps_the_expiry_phones_are_told_while_the_cloud_keeps_its_own() {
     let mut t = T::new(SurvivalConfig {
