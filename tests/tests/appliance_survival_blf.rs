@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::blf::*;
-use common::{cseq_of, json_u64, messages_so_far, wait_cloud, wait_received};
+use common::{cseq_of, json_u64, messages_so_far, wait_received};
 use holdline_tests::sipp::SipMessage;
 
 #[test]
@@ -21,7 +21,7 @@ fn a_blf_subscription_is_continued_in_its_dialog_while_the_cloud_is_down_then_de
     let mut site = Site::start(6000);
     // Subscribed while the cloud is up; a call so that the cloud's NOTIFYs
     // carry states and the version moves on.
-    let w = site.watcher(3000);
+    let mut w = site.watcher(3000);
     let subs = site
         .cloud
         .wait_subscriptions(1, Duration::from_secs(30))
@@ -40,12 +40,8 @@ fn a_blf_subscription_is_continued_in_its_dialog_while_the_cloud_is_down_then_de
     }
     std::thread::sleep(Duration::from_secs(1));
 
-    site.cloud.crash().expect("kill the cloud");
-    wait_cloud(&site.hl, "down", Duration::from_secs(30));
-    let down_call = site.call("call-down");
-    wait_local_blf(&w, &down_call, &site.hl);
-    let mut w = w;
-    assert!(w.is_running(), "the watcher ended during the outage");
+    site.kill_cloud();
+    site.blf_served_here(&mut w);
 
     // The cloud returns: holdline ends the subscription.
     site.cloud.start_again().expect("cloud restarts");
@@ -95,8 +91,7 @@ fn a_watcher_that_misses_a_notify_during_the_outage_keeps_its_subscription() {
         .expect("active_watchers");
     wait_received(&w, "NOTIFY", Duration::from_secs(30));
 
-    site.cloud.crash().expect("kill the cloud");
-    wait_cloud(&site.hl, "down", Duration::from_secs(30));
+    site.kill_cloud();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !notifies(&messages_so_far(&w))
         .iter()

@@ -17,12 +17,34 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    cloud_state, json_u64, register, start_holdline, statuses, via_count, wait_received, Setup,
-    PHONE_PORT,
+    call_refused_503, cloud_state, json_u64, refusal_with_retry_after, site_callee, site_caller,
+    start_default_site, start_site, statuses, via_count, wait_received, Setup,
 };
-use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::holdline::Holdline;
+use holdline_tests::kamailio::{KamailioOpts, User};
 use holdline_tests::net::Block;
-use holdline_tests::sipp::{Scenario, Sipp};
+use holdline_tests::sipp::Scenario;
+
+/// Holdline probing the cloud only every 10 s: a cloud that hangs or dies
+/// is not found by probing during the call set-up, so the call itself meets
+/// the broken cloud (what fail-fast is for).
+fn slow_probes() -> Setup {
+    Setup {
+        probe_interval_ms: Some(10_000),
+        ..Setup::default()
+    }
+}
+
+/// Asserts holdline has not found the `broken` (hung, dead) cloud yet (it
+/// still says `up` or `suspect`): otherwise the test would exercise the
+/// ordinary down path instead, and `need` says what it needs.
+fn assert_not_found_yet(hl: &Holdline, broken: &str, need: &str) {
+    let state = cloud_state(hl);
+    assert!(
+        state == "up" || state == "suspect",
+        "holdline already saw the {broken} cloud {state}: {need}"
+    );
+}
 
 #[test]
 fn an_invite_the_hung_cloud_does_not_answer_within_the_fail_fast_interval_is_cancelled_and_completes_locally(
@@ -32,41 +54,18 @@ fn an_invite_the_hung_cloud_does_not_answer_within_the_fail_fast_interval_is_can
     let mut copts = KamailioOpts::with_users(users.clone());
     // Verbose: the cloud's log shows every request it processed (the CANCEL).
     copts.debug = 3;
-    let mut cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
-    let hl = start_holdline(
-        &block,
-        &Setup {
-            probe_interval_ms: Some(10_000),
-            ..Setup::default()
-        },
-    );
-    register(&block, &hl, 0, &users[0]);
-    register(&block, &hl, 1, &users[1]);
+    let (mut cloud, hl) = start_site(&block, copts, &slow_probes(), &users);
 
-    let callee = Sipp::new(Scenario::Uas)
-        .name("callee")
-        .local(block.phone(1), PHONE_PORT)
-        .calls(1)
-        .var("RING_MS", "100")
-        .trace_messages(true)
+    let callee = site_callee(&block, Scenario::Uas)
         .timeout(Duration::from_secs(120))
         .spawn()
         .expect("callee starts");
 
     cloud.freeze().expect("the cloud hangs");
-    let state = cloud_state(&hl);
-    assert!(
-        state == "up" || state == "suspect",
-        "holdline already saw the hung cloud {state}: this test needs it undetected"
-    );
+    assert_not_found_yet(&hl, "hung", "this test needs it undetected");
     // Long enough to wake the cloud up mid-call.
-    let caller = Sipp::new(Scenario::Uac)
-        .name("caller")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), users[1].name.clone())])
+    let caller = site_caller(&block, &hl, &users, Scenario::Uac)
         .var("HOLD_MS", "5000")
-        .trace_messages(true)
         .timeout(Duration::from_secs(90))
         .spawn()
         .expect("caller starts");
@@ -129,41 +128,20 @@ fn an_invite_with_no_local_route_to_a_hung_cloud_gets_503_with_retry_after_once_
 ) {
     let block = Block::allocate();
     let users = User::numbered(5200, 1);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
     // The product's probe interval: the hung cloud is found down soon.
-    let hl = start_holdline(&block, &Setup::default());
-    register(&block, &hl, 0, &users[0]);
+    let (mut cloud, hl) = start_default_site(&block, &users);
 
     cloud.freeze().expect("the cloud hangs");
     // Nobody on site has this number and there is no backup route: the call
     // stays with the cloud past the fail-fast interval, and once holdline
     // finds the cloud down the phone is told to retry later.
-    let uac = Sipp::new(common::scenario("uac_rejected.xml"))
-        .name("call-rejected")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), "5551234".to_string())])
-        .var("STATUS", "503")
-        .trace_messages(true)
-        .timeout(Duration::from_secs(60))
-        .run()
-        .expect("caller runs");
+    let uac = call_refused_503(&block, &hl, &users[0], "5551234");
     assert!(
         uac.all_ok() && uac.successful == 1,
         "no 503 with Retry-After for a call with no local route: {uac}\n{}",
         hl.log()
     );
-    let refusal = uac
-        .messages
-        .iter()
-        .find(|m| m.status() == Some(503))
-        .expect("a 503");
-    let retry_after = refusal
-        .header("Retry-After")
-        .and_then(|v| v.split([';', ' ', '(']).next())
-        .and_then(|v| v.parse::<u64>().ok());
-    assert!(retry_after.is_some_and(|s| s > 0), "{refusal:?}");
+    let refusal = refusal_with_retry_after(&uac.messages);
     // Answered by holdline (the frozen cloud answered nothing).
     assert_eq!(via_count(refusal), 1, "{refusal:?}");
     let resync = hl.console_json(&["show", "resync"]).expect("show resync");
@@ -177,41 +155,22 @@ fn an_invite_with_no_local_route_to_a_hung_cloud_gets_503_with_retry_after_once_
 fn a_call_placed_just_as_the_cloud_dies_completes_locally_and_its_bye_reaches_the_callee() {
     let block = Block::allocate();
     let users = User::numbered(5500, 2);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
     // Probes every 10 s: the INVITE is the first thing sent to the dead cloud.
-    let hl = start_holdline(
+    let (mut cloud, hl) = start_site(
         &block,
-        &Setup {
-            probe_interval_ms: Some(10_000),
-            ..Setup::default()
-        },
+        KamailioOpts::with_users(users.clone()),
+        &slow_probes(),
+        &users,
     );
-    register(&block, &hl, 0, &users[0]);
-    register(&block, &hl, 1, &users[1]);
-    let callee = Sipp::new(Scenario::Uas)
-        .name("callee")
-        .local(block.phone(1), PHONE_PORT)
-        .calls(1)
-        .var("RING_MS", "100")
-        .trace_messages(true)
+    let callee = site_callee(&block, Scenario::Uas)
         .timeout(Duration::from_secs(120))
         .spawn()
         .expect("callee starts");
 
     cloud.crash().expect("kill the cloud");
-    let state = cloud_state(&hl);
-    assert!(
-        state == "up" || state == "suspect",
-        "holdline already saw the dead cloud {state}: this test needs the INVITE to find out"
-    );
-    let caller = Sipp::new(Scenario::Uac)
-        .name("caller")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), users[1].name.clone())])
+    assert_not_found_yet(&hl, "dead", "this test needs the INVITE to find out");
+    let caller = site_caller(&block, &hl, &users, Scenario::Uac)
         .var("HOLD_MS", "1000")
-        .trace_messages(true)
         .timeout(Duration::from_secs(90))
         .run()
         .expect("caller runs");

@@ -11,20 +11,16 @@ mod common;
 use std::time::Duration;
 
 use common::blf::*;
-use common::{wait_cloud, wait_received};
+use common::wait_received;
 
 #[test]
 fn a_blf_subscribe_while_the_cloud_is_down_is_served_here_refreshes_included_then_deactivated() {
     let mut site = Site::start(6200);
-    site.cloud.crash().expect("kill the cloud");
-    wait_cloud(&site.hl, "down", Duration::from_secs(30));
+    site.kill_cloud();
     // A watcher subscribes while the cloud is down: served here.
-    let w = site.watcher(3000);
+    let mut w = site.watcher(3000);
     wait_received(&w, "NOTIFY", Duration::from_secs(30));
-    let down_call = site.call("call-down");
-    wait_local_blf(&w, &down_call, &site.hl);
-    let mut w = w;
-    assert!(w.is_running(), "the watcher ended during the outage");
+    site.blf_served_here(&mut w);
 
     site.cloud.start_again().expect("cloud restarts");
     let r = finish(w, Duration::from_secs(120));

@@ -14,53 +14,49 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    json_u64, register, scenario, start_holdline, via_count, wait_cloud, wait_received, Setup,
-    PHONE_PORT,
+    json_u64, kill_cloud_and_wait_down, scenario, site_callee, site_caller, start_default_site,
+    start_site, trusting_cloud, via_count, wait_cloud, wait_received, Setup,
 };
-use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::holdline::Holdline;
+use holdline_tests::kamailio::{Kamailio, User};
 use holdline_tests::net::Block;
-use holdline_tests::sipp::Sipp;
+use holdline_tests::sipp::{Sipp, SippProcess};
+
+/// Starts `callee`, then `caller` (its call goes through the cloud), waits
+/// until the call is up (the callee got the ACK), then kills the cloud and
+/// waits until holdline has found it down: the start of every "the cloud
+/// dies mid-call" test here. Returns the running (callee, caller).
+fn call_up_then_the_cloud_dies(
+    cloud: &mut Kamailio,
+    hl: &Holdline,
+    callee: Sipp,
+    caller: Sipp,
+) -> (SippProcess, SippProcess) {
+    let callee = callee.spawn().expect("callee starts");
+    let caller = caller.spawn().expect("caller starts");
+    wait_received(&callee, "ACK", Duration::from_secs(30));
+    kill_cloud_and_wait_down(cloud, hl);
+    (callee, caller)
+}
 
 #[test]
 fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_after_the_cloud_dies()
 {
     let block = Block::allocate();
     let users = User::numbered(5000, 2);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
-    let hl = start_holdline(&block, &Setup::default());
-    register(&block, &hl, 0, &users[0]);
-    register(&block, &hl, 1, &users[1]);
+    let (mut cloud, hl) = start_default_site(&block, &users);
 
-    let callee = Sipp::new(scenario("uas_reinvite.xml"))
-        .name("callee")
-        .local(block.phone(1), PHONE_PORT)
-        .calls(1)
-        .var("RING_MS", "100")
+    let callee = site_callee(&block, scenario("uas_reinvite.xml"))
         .var("BYE_TIMEOUT_MS", "60000")
-        .trace_messages(true)
-        .timeout(Duration::from_secs(120))
-        .spawn()
-        .expect("callee starts");
+        .timeout(Duration::from_secs(120));
     // Talks 8 s before the re-INVITE: the cloud is killed (and found down)
     // meanwhile; a re-INVITE sent before holdline sees it down is
     // retransmitted by the phone until it gets through.
-    let caller = Sipp::new(scenario("uac_reinvite.xml"))
-        .name("caller")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), users[1].name.clone())])
+    let caller = site_caller(&block, &hl, &users, scenario("uac_reinvite.xml"))
         .var("PRE_MS", "8000")
         .var("HOLD_MS", "1000")
-        .trace_messages(true)
-        .timeout(Duration::from_secs(120))
-        .spawn()
-        .expect("caller starts");
-
-    // The call is up through the cloud (the callee got the ACK).
-    wait_received(&callee, "ACK", Duration::from_secs(30));
-    cloud.crash().expect("kill the cloud mid-call");
-    wait_cloud(&hl, "down", Duration::from_secs(30));
+        .timeout(Duration::from_secs(120));
+    let (callee, caller) = call_up_then_the_cloud_dies(&mut cloud, &hl, callee, caller);
 
     let caller = caller.wait().expect("caller finishes");
     let callee = callee.wait().expect("callee finishes");
@@ -139,41 +135,27 @@ fn re_invite_and_bye_of_a_call_set_up_through_the_cloud_reach_the_other_phone_af
 fn a_call_set_up_during_the_outage_keeps_running_after_the_cloud_is_back_and_ends_normally() {
     let block = Block::allocate();
     let users = User::numbered(5300, 2);
-    let mut copts = KamailioOpts::with_users(users.clone());
-    copts.trusted = vec![block.holdline().into()];
-    let mut cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
-    let hl = start_holdline(
+    let (mut cloud, hl) = start_site(
         &block,
+        trusting_cloud(&block, &users, &[]),
         &Setup {
             trusted: true,
             ..Setup::default()
         },
+        &users,
     );
-    register(&block, &hl, 0, &users[0]);
-    register(&block, &hl, 1, &users[1]);
-    cloud.crash().expect("kill the cloud");
-    wait_cloud(&hl, "down", Duration::from_secs(30));
+    kill_cloud_and_wait_down(&mut cloud, &hl);
 
-    let callee = Sipp::new(scenario("uas_reinvite.xml"))
-        .name("callee")
-        .local(block.phone(1), PHONE_PORT)
-        .calls(1)
-        .var("RING_MS", "100")
+    let callee = site_callee(&block, scenario("uas_reinvite.xml"))
         .var("BYE_TIMEOUT_MS", "90000")
-        .trace_messages(true)
         .timeout(Duration::from_secs(150))
         .spawn()
         .expect("callee starts");
     // Talks 30 s before the re-INVITE: long enough for the cloud to come
     // back and be up (hold-down) first.
-    let caller = Sipp::new(scenario("uac_reinvite.xml"))
-        .name("caller")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), users[1].name.clone())])
+    let caller = site_caller(&block, &hl, &users, scenario("uac_reinvite.xml"))
         .var("PRE_MS", "30000")
         .var("HOLD_MS", "1000")
-        .trace_messages(true)
         .timeout(Duration::from_secs(150))
         .spawn()
         .expect("caller starts");
@@ -230,36 +212,16 @@ fn a_call_set_up_during_the_outage_keeps_running_after_the_cloud_is_back_and_end
 fn the_callees_bye_of_a_call_set_up_through_the_cloud_reaches_the_caller_after_the_cloud_dies() {
     let block = Block::allocate();
     let users = User::numbered(5400, 2);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
-    let hl = start_holdline(&block, &Setup::default());
-    register(&block, &hl, 0, &users[0]);
-    register(&block, &hl, 1, &users[1]);
+    let (mut cloud, hl) = start_default_site(&block, &users);
 
     // The callee hangs up after 8 s of talk; the cloud dies meanwhile.
-    let callee = Sipp::new(scenario("uas_hangup.xml"))
-        .name("callee")
-        .local(block.phone(1), PHONE_PORT)
-        .calls(1)
-        .var("RING_MS", "100")
+    let callee = site_callee(&block, scenario("uas_hangup.xml"))
         .var("TALK_MS", "8000")
-        .trace_messages(true)
-        .timeout(Duration::from_secs(120))
-        .spawn()
-        .expect("callee starts");
-    let caller = Sipp::new(scenario("uac_wait_bye.xml"))
-        .name("caller")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .timeout(Duration::from_secs(120));
+    let caller = site_caller(&block, &hl, &users, scenario("uac_wait_bye.xml"))
         .var("BYE_TIMEOUT_MS", "60000")
-        .trace_messages(true)
-        .timeout(Duration::from_secs(120))
-        .spawn()
-        .expect("caller starts");
-    wait_received(&callee, "ACK", Duration::from_secs(30));
-    cloud.crash().expect("kill the cloud mid-call");
-    wait_cloud(&hl, "down", Duration::from_secs(30));
+        .timeout(Duration::from_secs(120));
+    let (callee, caller) = call_up_then_the_cloud_dies(&mut cloud, &hl, callee, caller);
 
     let callee = callee.wait().expect("callee finishes");
     let caller = caller.wait().expect("caller finishes");

@@ -16,11 +16,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    cseq_of, json_u64, messages_so_far, register, scenario, start_holdline, tag_of, via_count,
-    Setup,
+    cseq_of, json_u64, kill_cloud_and_wait_down, messages_so_far, scenario, start_site, tag_of,
+    trusting_cloud, via_count, Setup,
 };
 use holdline_tests::holdline::Holdline;
-use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::kamailio::User;
 use holdline_tests::net::Block;
 use holdline_tests::sipp::{Direction, Scenario, SipMessage, Sipp};
 
@@ -72,19 +72,17 @@ fn a_message_summary_subscription_is_continued_by_holdline_while_the_cloud_is_do
     let block = Block::allocate();
     let users = User::numbered(3000, 1);
     let phone = &users[0];
-    let mut copts = KamailioOpts::with_users(users.clone());
     // The voicemail system (trunk) publishes unchallenged; holdline
     // re-registers phones at resync unchallenged.
-    copts.trusted = vec![block.trunk().into(), block.holdline().into()];
-    let mut cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
-    let hl = start_holdline(
+    let (mut cloud, hl) = start_site(
         &block,
+        trusting_cloud(&block, &users, &[block.trunk()]),
         &Setup {
             trusted: true,
             ..Setup::default()
         },
+        &users,
     );
-    register(&block, &hl, 0, phone);
 
     // The phone watches its own mailbox, refreshing after 3 s of quiet.
     let watcher = Sipp::new(scenario("subscribe_refresh.xml"))
@@ -144,8 +142,7 @@ fn a_message_summary_subscription_is_continued_by_holdline_while_the_cloud_is_do
     assert!(cached.contains("Voice-Message: 3/1"), "{cached}");
 
     // The cloud dies; holdline takes the subscription over.
-    cloud.crash().expect("kill the cloud");
-    common::wait_cloud(&hl, "down", Duration::from_secs(30));
+    kill_cloud_and_wait_down(&mut cloud, &hl);
 
     // Wait for: a NOTIFY built by holdline, then a refresh SUBSCRIBE answered
     // 200, then another NOTIFY built by holdline (the answer to the refresh).

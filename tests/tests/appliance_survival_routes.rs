@@ -16,10 +16,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::{
-    got_answer, json_u64, register, scenario, start_holdline, statuses, wait_cloud, Setup,
+    call_refused_503, got_answer, json_u64, kill_cloud_and_wait_down, refusal_with_retry_after,
+    start_default_site, start_site, statuses, Setup,
 };
 use holdline_tests::holdline::Holdline;
-use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::kamailio::{KamailioOpts, User};
 use holdline_tests::net::Block;
 use holdline_tests::sipp::{Scenario, Sipp, SippProcess, SippResult};
 
@@ -65,27 +66,38 @@ fn backup_config(backup: SocketAddr) -> String {
     format!("backup_route = \"udp:{backup}\"\nemergency = [\"911\", \"112\"]")
 }
 
+/// The backup route's loopback block (outside the site's subnet, as a real
+/// PSTN gateway is) and the gateway's address in it. The block is returned
+/// so that it stays allocated for the whole test.
+fn backup_gateway() -> (Block, SocketAddr) {
+    let gw_block = Block::allocate();
+    let backup = SocketAddr::new(gw_block.backup().into(), 5060);
+    (gw_block, backup)
+}
+
+/// Setup with the backup route at `backup` (and 911/112 as emergency numbers).
+fn with_backup_route(backup: SocketAddr) -> Setup {
+    Setup {
+        survival: Some(backup_config(backup)),
+        ..Setup::default()
+    }
+}
+
 #[test]
 fn with_the_cloud_down_a_call_to_an_off_site_number_goes_to_the_backup_route_and_completes() {
     let block = Block::allocate();
     // The gateway lives outside the site's subnet (another block).
-    let gw_block = Block::allocate();
-    let backup = SocketAddr::new(gw_block.backup().into(), 5060);
+    let (gw_block, backup) = backup_gateway();
     let users = User::numbered(4000, 1);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
-    let hl = start_holdline(
+    let (mut cloud, hl) = start_site(
         &block,
-        &Setup {
-            survival: Some(backup_config(backup)),
-            ..Setup::default()
-        },
+        KamailioOpts::with_users(users.clone()),
+        &with_backup_route(backup),
+        &users,
     );
-    register(&block, &hl, 0, &users[0]);
     let gateway = answer_one("backup-gw", gw_block.backup());
 
-    cloud.crash().expect("kill the cloud");
-    wait_cloud(&hl, "down", Duration::from_secs(30));
+    kill_cloud_and_wait_down(&mut cloud, &hl);
 
     let uac = call(&block, &hl, &users[0], OFF_SITE);
     let gw = gateway
@@ -132,39 +144,17 @@ fn with_the_cloud_down_and_no_backup_route_a_call_to_an_off_site_number_gets_503
 {
     let block = Block::allocate();
     let users = User::numbered(4100, 1);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
-    let hl = start_holdline(&block, &Setup::default());
-    register(&block, &hl, 0, &users[0]);
+    let (mut cloud, hl) = start_default_site(&block, &users);
 
-    cloud.crash().expect("kill the cloud");
-    wait_cloud(&hl, "down", Duration::from_secs(30));
+    kill_cloud_and_wait_down(&mut cloud, &hl);
 
-    let uac = Sipp::new(scenario("uac_rejected.xml"))
-        .name("call-rejected")
-        .local(block.phone(0), 5064)
-        .remote(hl.lan())
-        .dial(&[(users[0].clone(), OFF_SITE.to_string())])
-        .var("STATUS", "503")
-        .trace_messages(true)
-        .timeout(Duration::from_secs(60))
-        .run()
-        .expect("caller runs");
+    let uac = call_refused_503(&block, &hl, &users[0], OFF_SITE);
     assert!(
         uac.all_ok() && uac.successful == 1,
         "no 503 with Retry-After: {uac}\n{:#?}",
         uac.messages
     );
-    let refusal = uac
-        .messages
-        .iter()
-        .find(|m| m.status() == Some(503))
-        .expect("a 503");
-    let retry_after = refusal
-        .header("Retry-After")
-        .and_then(|v| v.split([';', ' ', '(']).next())
-        .and_then(|v| v.parse::<u64>().ok());
-    assert!(retry_after.is_some_and(|s| s > 0), "{refusal:?}");
+    let refusal = refusal_with_retry_after(&uac.messages);
     // holdline answered it (one Via: the phone's; no trace of the cloud).
     assert_eq!(common::via_count(refusal), 1, "{refusal:?}");
     let resync = hl.console_json(&["show", "resync"]).expect("show resync");
@@ -175,21 +165,17 @@ fn with_the_cloud_down_and_no_backup_route_a_call_to_an_off_site_number_gets_503
 #[test]
 fn an_emergency_call_goes_to_the_cloud_while_it_is_up_and_to_the_backup_route_while_it_is_down() {
     let block = Block::allocate();
-    let gw_block = Block::allocate();
-    let backup = SocketAddr::new(gw_block.backup().into(), 5060);
+    let (gw_block, backup) = backup_gateway();
     let users = User::numbered(4200, 1);
     let psap_user = User::new("911", "pw911");
     let mut all = users.clone();
     all.push(psap_user.clone());
-    let mut cloud = Kamailio::start(block.cloud(), KamailioOpts::with_users(all)).expect("cloud");
-    let hl = start_holdline(
+    let (mut cloud, hl) = start_site(
         &block,
-        &Setup {
-            survival: Some(backup_config(backup)),
-            ..Setup::default()
-        },
+        KamailioOpts::with_users(all),
+        &with_backup_route(backup),
+        &users,
     );
-    register(&block, &hl, 0, &users[0]);
     // The cloud's emergency service: 911 registered straight to the cloud.
     let psap_ip = gw_block.phone(0);
     let r = Sipp::new(Scenario::Register)
@@ -222,8 +208,7 @@ fn an_emergency_call_goes_to_the_cloud_while_it_is_up_and_to_the_backup_route_wh
     assert_eq!(json_u64(&resync, "backup_calls"), Some(0), "{resync}");
 
     // Cloud down: the same number goes to the backup route.
-    cloud.crash().expect("kill the cloud");
-    wait_cloud(&hl, "down", Duration::from_secs(30));
+    kill_cloud_and_wait_down(&mut cloud, &hl);
     let down_call = call(&block, &hl, &users[0], "911");
     let gw = gateway
         .stop(Duration::from_secs(10))
@@ -251,21 +236,18 @@ fn an_emergency_call_goes_to_the_cloud_while_it_is_up_and_to_the_backup_route_wh
 fn with_the_cloud_hung_but_not_yet_found_down_a_call_to_an_off_site_number_goes_to_the_backup_route_after_fail_fast(
 ) {
     let block = Block::allocate();
-    let gw_block = Block::allocate();
-    let backup = SocketAddr::new(gw_block.backup().into(), 5060);
+    let (gw_block, backup) = backup_gateway();
     let users = User::numbered(4300, 1);
-    let mut cloud =
-        Kamailio::start(block.cloud(), KamailioOpts::with_users(users.clone())).expect("cloud");
     // Probes every 10 s: the hang is not found by probing during the call set-up.
-    let hl = start_holdline(
+    let (mut cloud, hl) = start_site(
         &block,
+        KamailioOpts::with_users(users.clone()),
         &Setup {
-            survival: Some(backup_config(backup)),
             probe_interval_ms: Some(10_000),
-            ..Setup::default()
+            ..with_backup_route(backup)
         },
+        &users,
     );
-    register(&block, &hl, 0, &users[0]);
     let gateway = answer_one("backup-gw", gw_block.backup());
 
     cloud.freeze().expect("the cloud hangs");

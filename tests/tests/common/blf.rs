@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    cseq_of, messages_so_far, register, scenario, start_holdline, tag_of, via_count, Setup,
-    PHONE_PORT,
+    cseq_of, kill_cloud_and_wait_down, messages_so_far, scenario, start_site, tag_of,
+    trusting_cloud, via_count, Setup, PHONE_PORT,
 };
 use holdline_tests::holdline::Holdline;
-use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
+use holdline_tests::kamailio::{Kamailio, User};
 use holdline_tests::net::Block;
 use holdline_tests::sipp::{Direction, Scenario, SipMessage, Sipp, SippProcess, SippResult};
 
@@ -214,18 +214,15 @@ impl Site {
     pub fn start(first_user: u32) -> Site {
         let block = Block::allocate();
         let users = User::numbered(first_user, 3);
-        let mut copts = KamailioOpts::with_users(users.clone());
-        copts.trusted = vec![block.holdline().into()];
-        let cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
-        let hl = start_holdline(
+        let (cloud, hl) = start_site(
             &block,
+            trusting_cloud(&block, &users, &[]),
             &Setup {
                 trusted: true,
                 ..Setup::default()
             },
+            &users[..2],
         );
-        register(&block, &hl, 0, &users[0]);
-        register(&block, &hl, 1, &users[1]);
         let callee_uas = Sipp::new(Scenario::Uas)
             .name("callee")
             .local(block.phone(1), PHONE_PORT)
@@ -241,6 +238,21 @@ impl Site {
             hl,
             callee_uas: Some(callee_uas),
         }
+    }
+
+    /// Kills the cloud and waits until holdline has found it down.
+    pub fn kill_cloud(&mut self) {
+        kill_cloud_and_wait_down(&mut self.cloud, &self.hl);
+    }
+
+    /// During the outage: a call placed now shows on watcher `w` in
+    /// NOTIFYs built by holdline (its refresh answered here too), and the
+    /// watcher is still running. The check both BLF outage tests make,
+    /// whether the subscription began before the outage or during it.
+    pub fn blf_served_here(&self, w: &mut SippProcess) {
+        let down_call = self.call("call-down");
+        wait_local_blf(w, &down_call, &self.hl);
+        assert!(w.is_running(), "the watcher ended during the outage");
     }
 
     /// The caller calls the callee; returns the call's Call-ID.

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use holdline_tests::holdline::{Holdline, HoldlineOpts};
-use holdline_tests::kamailio::User;
+use holdline_tests::kamailio::{Kamailio, KamailioOpts, User};
 use holdline_tests::net::Block;
-use holdline_tests::sipp::{Scenario, SipMessage, Sipp};
+use holdline_tests::sipp::{Scenario, SipMessage, Sipp, SippResult};
 
 /// Every site phone's SIP port.
 pub const PHONE_PORT: u16 = 5062;
@@ -47,6 +47,118 @@ pub fn start_holdline(block: &Block, setup: &Setup) -> Holdline {
     }
     wait_cloud(&hl, "up", Duration::from_secs(30));
     hl
+}
+
+/// Starts the site every survival test begins from: the cloud (Kamailio
+/// with `copts`) on the block's cloud address, holdline in front of it with
+/// `setup` (seeing the cloud up), and `phones[i]` registered from phone `i`
+/// through holdline. The tests differ in what they then break; the working
+/// site before the break is the same, so it is built in one place.
+pub fn start_site(
+    block: &Block,
+    copts: KamailioOpts,
+    setup: &Setup,
+    phones: &[User],
+) -> (Kamailio, Holdline) {
+    let cloud = Kamailio::start(block.cloud(), copts).expect("cloud");
+    let hl = start_holdline(block, setup);
+    for (i, u) in phones.iter().enumerate() {
+        let i = u8::try_from(i).expect("a phone index fits the block");
+        register(block, &hl, i, u);
+    }
+    (cloud, hl)
+}
+
+/// [`start_site`] with the product's defaults on both sides: a cloud that
+/// knows `users` and challenges everyone, holdline as shipped, every one of
+/// `users` registered (the plain site most call tests break).
+pub fn start_default_site(block: &Block, users: &[User]) -> (Kamailio, Holdline) {
+    start_site(
+        block,
+        KamailioOpts::with_users(users.to_vec()),
+        &Setup::default(),
+        users,
+    )
+}
+
+/// Cloud options for a site where holdline re-registers phones itself at
+/// resync (`Setup::trusted`): the cloud must then take holdline's REGISTERs
+/// unchallenged, as it does from its other trusted peers in `trusted`.
+pub fn trusting_cloud(
+    block: &Block,
+    users: &[User],
+    trusted: &[std::net::Ipv4Addr],
+) -> KamailioOpts {
+    let mut copts = KamailioOpts::with_users(users.to_vec());
+    copts.trusted = trusted
+        .iter()
+        .copied()
+        .chain(std::iter::once(block.holdline()))
+        .map(Into::into)
+        .collect();
+    copts
+}
+
+/// Kills the cloud (no goodbye on the wire) and waits until holdline has
+/// found it down: the outage most survival tests are about, and the point
+/// after which holdline alone must serve the site.
+pub fn kill_cloud_and_wait_down(cloud: &mut Kamailio, hl: &Holdline) {
+    cloud.crash().expect("kill the cloud");
+    wait_cloud(hl, "down", Duration::from_secs(30));
+}
+
+/// Phone 1 as the callee of a site call: answers one call on the phone's
+/// registered port after 100 ms of ringing, tracing its messages (the tests
+/// watch them while it runs). The caller adds the scenario's own variables.
+pub fn site_callee(block: &Block, s: Scenario) -> Sipp {
+    Sipp::new(s)
+        .name("callee")
+        .local(block.phone(1), PHONE_PORT)
+        .calls(1)
+        .var("RING_MS", "100")
+        .trace_messages(true)
+}
+
+/// Phone 0 calling `users[1]` as `users[0]` through holdline, from port
+/// 5064 (not its registered port), tracing its messages.
+pub fn site_caller(block: &Block, hl: &Holdline, users: &[User], s: Scenario) -> Sipp {
+    Sipp::new(s)
+        .name("caller")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(users[0].clone(), users[1].name.clone())])
+        .trace_messages(true)
+}
+
+/// Phone 0 (user `u`) calls `number` through holdline expecting a 503
+/// (`tests/sipp/uac_rejected.xml`): what a phone must hear for a call that
+/// holdline has nowhere to send while the cloud is gone.
+pub fn call_refused_503(block: &Block, hl: &Holdline, u: &User, number: &str) -> SippResult {
+    Sipp::new(scenario("uac_rejected.xml"))
+        .name("call-rejected")
+        .local(block.phone(0), 5064)
+        .remote(hl.lan())
+        .dial(&[(u.clone(), number.to_string())])
+        .var("STATUS", "503")
+        .trace_messages(true)
+        .timeout(Duration::from_secs(60))
+        .run()
+        .expect("caller runs")
+}
+
+/// The 503 among `msgs`, asserted to carry a positive Retry-After (issue
+/// 4.2: a refused phone is told when to try again, not left to hammer).
+pub fn refusal_with_retry_after(msgs: &[SipMessage]) -> &SipMessage {
+    let refusal = msgs
+        .iter()
+        .find(|m| m.status() == Some(503))
+        .expect("a 503");
+    let retry_after = refusal
+        .header("Retry-After")
+        .and_then(|v| v.split([';', ' ', '(']).next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s > 0), "{refusal:?}");
+    refusal
 }
 
 /// The cloud's state in `status` (`up`, `suspect`, `down`, `recovering`).
