@@ -766,13 +766,7 @@ impl Edge {
     /// Timer B (no answer at all: 408 upstream) of forwarded INVITEs; a
     /// response from the next hop ends both (`handle_response`).
     fn invite_tx_timers(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.invite_timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, branch))) = self.invite_timers.pop() else {
-                break;
-            };
+        while let Some((at, branch)) = pop_due(&mut self.invite_timers, now) {
             let Some(tx) = self.invite_tx.get(&branch) else {
                 continue; // answered meanwhile
             };
@@ -990,13 +984,7 @@ impl Edge {
 
     /// Timer G/H of the finals made here (see [`FinalTx`]).
     fn final_tx_timers(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.final_timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, branch))) = self.final_timers.pop() else {
-                break;
-            };
+        while let Some((at, branch)) = pop_due(&mut self.final_timers, now) {
             let Some(f) = self.final_tx.get_mut(&branch) else {
                 continue; // ACKed
             };
@@ -2309,6 +2297,19 @@ fn error_from_response(resp: &Message, code: u16, reason: &str) -> Option<Messag
     m.add_header("Retry-After", "5").ok()?;
     m.set_body(None, b"").ok()?;
     Some(m)
+}
+
+/// The earliest entry of a timer heap, if it is due at `now`. Entries are
+/// never removed early: a caller skips the stale ones (answered, or
+/// rescheduled) by comparing with its own record.
+fn pop_due(
+    heap: &mut BinaryHeap<Reverse<(Instant, String)>>,
+    now: Instant,
+) -> Option<(Instant, String)> {
+    match heap.peek() {
+        Some(Reverse((at, _))) if *at <= now => heap.pop().map(|Reverse(entry)| entry),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
